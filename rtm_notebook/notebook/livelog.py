@@ -1,0 +1,483 @@
+"""LiveLog: the live view of a client's events (``rtm.log``).
+
+Cost model: the client calls :meth:`LiveLog.tap` on its loop for every
+recorded event, and the tap only appends to a bounded ring buffer. A timer on
+the client's loop renders the visible rows as ONE HTML string at most
+``1 / interval`` times a second, and only when something changed, so the
+cost of the log does not grow with the number of events received. (An
+``Output`` widget appended per event gets slower with every line, which is
+why it is not used here.)
+
+Outside a kernel there are no widgets: the same buffer renders as text
+(``log.text()``, ``print(log)``, ``%rtm_log``).
+
+Every string that reaches the HTML is escaped: a message containing
+``<script>`` shows as text. The widget never sees the token: it only reads
+events, the state, the team and the counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import time
+from typing import Any, Iterable, Mapping
+
+from rtm_notebook.notebook.loop import call_on_loop, in_kernel
+
+ALL = "__all__"
+
+_ROW_CSS = (
+    "<style>"
+    ".rtm-log table{border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);font-size:12px;width:100%}"
+    ".rtm-log td{padding:1px 6px;vertical-align:top;text-align:left;white-space:nowrap}"
+    ".rtm-log td.x{white-space:pre-wrap;word-break:break-word;width:100%}"
+    ".rtm-log tr.err td{color:#c00}"
+    ".rtm-log tr.out td{color:#555}"
+    ".rtm-log details pre{margin:2px 0;white-space:pre-wrap}"
+    "</style>"
+)
+
+
+def _ident(value: Any, key: str = "id") -> str | None:
+    """The id of a user/channel field, which is a string or a whole object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        found = value.get(key)
+        return found if isinstance(found, str) else None
+    return None
+
+
+def _event_text(event: Mapping[str, Any]) -> str:
+    text = event.get("text")
+    if isinstance(text, str):
+        return text
+    inner = event.get("message")
+    if isinstance(inner, Mapping) and isinstance(inner.get("text"), str):
+        return inner["text"]
+    if event.get("type") == "reaction_added" or event.get("type") == "reaction_removed":
+        return f":{event.get('reaction', '')}:"
+    if event.get("type") == "presence_change":
+        return str(event.get("presence", ""))
+    if event.get("type") == "state_change":
+        return f"{event.get('previous', '')} → {event.get('state', '')}"
+    error = event.get("error")
+    if error is not None:
+        if isinstance(error, Mapping):
+            return str(error.get("msg") or error)
+        return str(error)
+    return ""
+
+
+def _names(items: Mapping[str, str] | Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    """id → name from a mapping or from Slack objects (``users.list`` members, channels)."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(k): str(v) for k, v in items.items()}
+    out: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, Mapping) and item.get("id"):
+            profile = item.get("profile") if isinstance(item.get("profile"), Mapping) else {}
+            name = item.get("name") or profile.get("display_name") or profile.get("real_name") or item["id"]
+            out[str(item["id"])] = str(name)
+    return out
+
+
+async def fetch_names(web_client: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """Users and channels of the workspace, id → name, through the Web API.
+
+    One ``users.list`` and one ``conversations.list`` pass (following
+    cursors), done once after connecting so that each row of the log is a
+    dict lookup.
+    """
+    users: dict[str, str] = {}
+    channels: dict[str, str] = {}
+    async for page in web_client.paginate("users.list", limit=200):
+        users.update(_names(page.get("members") or []))
+    async for page in web_client.paginate("conversations.list", limit=200, types="public_channel,private_channel"):
+        channels.update(_names(page.get("channels") or []))
+    return users, channels
+
+
+class LiveLog:
+    """A live, filterable view of the newest events of an RTM client.
+
+    ``LiveLog(client)`` registers itself as a tap on the client (its
+    ``tap(event)`` is called on the client's loop for every recorded event);
+    displaying it (``display(log)`` or just ``log`` as the last line of a
+    cell) shows the widget in a kernel and text elsewhere.
+
+    Parameters: ``maxlen`` rows kept in the ring buffer, ``visible`` rows
+    rendered at most, ``interval`` seconds between renders at most,
+    ``widgets`` forces widgets on or off (default: on in a kernel), ``loop``
+    for a log without a client (the client's loop otherwise).
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        maxlen: int = 2000,
+        visible: int = 100,
+        interval: float = 0.2,
+        widgets: bool | None = None,
+        loop: Any = None,
+    ) -> None:
+        if maxlen < 1 or visible < 1 or interval <= 0:
+            raise ValueError("LiveLog needs maxlen >= 1, visible >= 1 and interval > 0")
+        self.client = client
+        self._loop = loop
+        self.maxlen = maxlen
+        self.visible = visible
+        self.interval = interval
+        self._rows: collections.deque[tuple[float, Mapping[str, Any]]] = collections.deque(maxlen=maxlen)
+        self._received = 0
+        self._dirty = False
+        self.renders = 0
+        self.paused = False
+        self.type_filter: str | None = None
+        self.channel_filter: str | None = None
+        self.search = ""
+        self.users: dict[str, str] = {}
+        self.channels: dict[str, str] = {}
+        self._rate = 0.0
+        self._rate_mark = (time.monotonic(), 0)
+        self._timer: Any = None
+        self._ticking = False
+        self._closed = False
+        self._known_types: tuple[str, ...] = ()
+        self._known_channels: tuple[str, ...] = ()
+        self.widget: Any = None
+        if widgets if widgets is not None else in_kernel():
+            self._build_widgets()
+        if client is not None:
+            client.add_tap(self.tap)
+        self._start_timer()
+
+    # -- intake: the client's loop, once per event, O(1) -------------------
+
+    def tap(self, event: Mapping[str, Any]) -> None:
+        """Take one event (called by the client on its loop): an append, nothing else."""
+        self._rows.append((time.time(), event))
+        self._received += 1
+        self._dirty = True
+        if not self._ticking:
+            # A client that had no loop yet when the log was made has one now.
+            self._start_timer()
+
+    def add_output(self, handler: str, stream: str, text: str) -> None:
+        """Show text a handler printed as a row of the log (on the loop thread)."""
+        self.tap({"type": "output", "handler": handler, "stream": stream, "text": text.rstrip("\n")})
+
+    # -- state changes (all on the loop thread) ----------------------------
+
+    @property
+    def loop(self) -> Any:
+        return self._loop if self._loop is not None else getattr(self.client, "loop", None)
+
+    def set_names(self, users: Any = None, channels: Any = None) -> None:
+        """Give the log id → name lookups (mappings or Slack user/channel objects)."""
+        self.users.update(_names(users))
+        self.channels.update(_names(channels))
+        self._known_channels = ()
+        self._dirty = True
+
+    def set_filter(self, *, type: str | None = ALL, channel: str | None = ALL, search: str | None = None) -> None:
+        """Show only one event type / one channel / rows whose text contains ``search``.
+
+        ``None`` clears a filter; arguments left out keep theirs.
+        """
+        if type != ALL:
+            self.type_filter = type or None
+        if channel != ALL:
+            self.channel_filter = channel or None
+        if search is not None:
+            self.search = search
+        self._dirty = True
+        self._sync_controls()
+
+    def pause(self) -> None:
+        """Freeze the view; events keep being buffered (and recorded by the client)."""
+        self.paused = True
+        self._sync_controls()
+
+    def resume(self) -> None:
+        """Unfreeze the view; the next render shows the newest rows."""
+        self.paused = False
+        self._dirty = True
+        self._sync_controls()
+
+    def toggle_pause(self) -> None:
+        self.resume() if self.paused else self.pause()
+
+    def clear(self) -> None:
+        """Empty the view (not the client's recording: ``rtm.events`` keeps everything)."""
+        self._rows.clear()
+        self._dirty = True
+
+    # -- rendering ---------------------------------------------------------
+
+    def _start_timer(self) -> None:
+        """Start the render timer on the loop (from any thread; idempotent)."""
+        loop = self.loop
+        if loop is None or self.widget is None or self._ticking:
+            return
+        self._ticking = True
+        call_on_loop(loop, self._schedule)
+
+    def _schedule(self) -> None:
+        if not self._closed:
+            self._timer = self.loop.call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self.flush()
+        finally:
+            self._schedule()
+
+    def flush(self) -> None:
+        """Render now if anything changed (the timer calls this; tests may too)."""
+        self._update_rate()
+        if self.widget is None:
+            return
+        status = self.status_html()
+        if status != self._status.value:
+            self._status.value = status
+        if self._dirty and not self.paused:
+            self._dirty = False
+            self._rows_html.value = self.rows_html()
+            self.renders += 1
+
+    def _update_rate(self) -> None:
+        now = time.monotonic()
+        then, count = self._rate_mark
+        if now - then >= 1.0:
+            self._rate = (self._received - count) / (now - then)
+            self._rate_mark = (now, self._received)
+
+    def _visible_rows(self) -> list[tuple[float, Mapping[str, Any]]]:
+        """Newest first, filtered, at most ``visible``; also refreshes the filter choices."""
+        types: set[str] = set()
+        channels: set[str] = set()
+        out: list[tuple[float, Mapping[str, Any]]] = []
+        needle = self.search.lower()
+        for row in reversed(self._rows):
+            event = row[1]
+            etype = str(event.get("type", ""))
+            channel = _ident(event.get("channel"))
+            types.add(etype)
+            if channel:
+                channels.add(channel)
+            if len(out) >= self.visible:
+                continue
+            if self.type_filter and etype != self.type_filter:
+                continue
+            if self.channel_filter and channel != self.channel_filter:
+                continue
+            if needle and needle not in self._search_text(event):
+                continue
+            out.append(row)
+        self._refresh_choices(types, channels)
+        return out
+
+    def _search_text(self, event: Mapping[str, Any]) -> str:
+        user = _ident(event.get("user")) or ""
+        return f"{_event_text(event)} {self.users.get(user, user)} {event.get('handler', '')}".lower()
+
+    def _row_cells(self, received: float, event: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+        etype = str(event.get("type", ""))
+        if event.get("subtype"):
+            etype += f"/{event['subtype']}"
+        channel = _ident(event.get("channel")) or ""
+        if channel:
+            channel = "#" + self.channels.get(channel, channel)
+        user = _ident(event.get("user")) or ""
+        user = self.users.get(user, user)
+        if etype == "output" or (etype == "error" and event.get("handler")):
+            user = f"[{event.get('handler', '')}]"
+        clock = time.strftime("%H:%M:%S", time.localtime(received)) + f".{int(received * 1000) % 1000:03d}"
+        return clock, etype, channel, user, _event_text(event)
+
+    def rows_html(self) -> str:
+        """The rows as one escaped HTML table, newest first."""
+        esc = html.escape
+        parts = [_ROW_CSS, '<div class="rtm-log"><table>']
+        for received, event in self._visible_rows():
+            clock, etype, channel, user, text = self._row_cells(received, event)
+            if len(text) > 500:
+                text = text[:500] + "…"
+            if event.get("type") == "error" and event.get("traceback"):
+                body = (
+                    f"<details><summary>{esc(text)}</summary><pre>{esc(str(event['traceback']))}</pre></details>"
+                )
+                css = ' class="err"'
+            else:
+                body = esc(text)
+                css = ' class="err"' if event.get("type") == "error" else (' class="out"' if etype == "output" else "")
+            parts.append(
+                f"<tr{css}><td>{clock}</td><td>{esc(etype)}</td><td>{esc(channel)}</td>"
+                f"<td>{esc(user)}</td><td class=\"x\">{body}</td></tr>"
+            )
+        parts.append("</table></div>")
+        return "".join(parts)
+
+    def status(self) -> dict[str, Any]:
+        """What the status bar shows, as data."""
+        client = self.client
+        counts = getattr(client, "counts", None) or {}
+        team = getattr(client, "team", None)
+        if isinstance(team, Mapping):
+            team = team.get("name") or team.get("domain") or team.get("id")
+        errors = 0
+        handlers = getattr(client, "handlers", None)
+        if handlers is not None:
+            try:
+                errors = sum(int(s.get("errors", 0)) for s in handlers.stats())
+            except Exception:  # a registry mid-change must not break the status bar
+                errors = 0
+        return {
+            "state": getattr(client, "state", None) or ("no client" if client is None else "unknown"),
+            "team": team or "",
+            "connection": getattr(client, "connection_number", None),
+            "events_per_second": self._rate,
+            "counts": collections.Counter(counts).most_common(6),
+            "handler_errors": errors,
+            "buffered": len(self._rows),
+            "paused": self.paused,
+        }
+
+    def status_text(self) -> str:
+        s = self.status()
+        parts = [f"state: {s['state']}"]
+        if s["team"]:
+            parts.append(f"team: {s['team']}")
+        if s["connection"] is not None:
+            parts.append(f"connection #{s['connection']}")
+        parts.append(f"{s['events_per_second']:.1f} events/s")
+        if s["counts"]:
+            parts.append(", ".join(f"{k} {v}" for k, v in s["counts"]))
+        parts.append(f"handler errors: {s['handler_errors']}")
+        if s["paused"]:
+            parts.append("PAUSED")
+        return " · ".join(parts)
+
+    def status_html(self) -> str:
+        s = self.status()
+        text = html.escape(self.status_text())
+        if s["handler_errors"]:
+            text = text.replace("handler errors:", '<span style="color:#c00">handler errors:', 1) + "</span>"
+        return f'<div style="font-family:var(--jp-code-font-family,monospace);font-size:12px">{text}</div>'
+
+    def text(self, n: int = 20) -> str:
+        """The status line and the newest ``n`` rows (filters applied) as plain text."""
+        saved, self.visible = self.visible, n
+        try:
+            rows = self._visible_rows()
+        finally:
+            self.visible = saved
+        lines = [self.status_text()]
+        for received, event in rows:
+            clock, etype, channel, user, text = self._row_cells(received, event)
+            line = f"{clock}  {etype:<16} {channel:<14} {user:<12} {text}".rstrip()
+            lines.append(line if len(line) <= 200 else line[:199] + "…")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<LiveLog {len(self._rows)} rows buffered; {self.status_text()}>"
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.text())
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        if self.widget is not None:
+            display(self.widget)
+        else:
+            print(self.text())
+
+    # -- widgets -----------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        import ipywidgets as w
+
+        self._status = w.HTML(value="")
+        self._type = w.Dropdown(options=[("all types", "")], value="", description="type", layout=w.Layout(width="210px"))
+        self._channel = w.Dropdown(options=[("all channels", "")], value="", description="channel", layout=w.Layout(width="230px"))
+        self._search = w.Text(value="", placeholder="search text", layout=w.Layout(width="200px"))
+        self._pause = w.Button(description="pause", icon="pause", layout=w.Layout(width="100px"))
+        self._clear = w.Button(description="clear view", icon="trash", layout=w.Layout(width="110px"))
+        self._rows_html = w.HTML(value="", layout=w.Layout(max_height="420px", overflow="auto"))
+        # Under ipykernel 7 these callbacks run on a subshell thread: hand every
+        # one to the client's loop, which owns this log's state.
+        self._type.observe(lambda change: self._from_widget(self.set_filter, type=change["new"]), names="value")
+        self._channel.observe(lambda change: self._from_widget(self.set_filter, channel=change["new"]), names="value")
+        self._search.observe(lambda change: self._from_widget(self.set_filter, search=change["new"]), names="value")
+        self._pause.on_click(lambda _button: self._from_widget(self.toggle_pause))
+        self._clear.on_click(lambda _button: self._from_widget(self.clear))
+        self._syncing = False
+        controls = w.HBox([self._type, self._channel, self._search, self._pause, self._clear])
+        self.widget = w.VBox([self._status, controls, self._rows_html])
+        self.widget.add_class("rtm-live-log")
+
+    def _from_widget(self, fn: Any, **kwargs: Any) -> None:
+        if self._syncing:
+            return
+        call_on_loop(self.loop, lambda: fn(**kwargs))
+
+    def _sync_controls(self) -> None:
+        """Make the controls show the current filters (when set from code)."""
+        if self.widget is None:
+            return
+        self._syncing = True
+        try:
+            self._pause.description = "resume" if self.paused else "pause"
+            self._pause.icon = "play" if self.paused else "pause"
+            if self._search.value != self.search:
+                self._search.value = self.search
+            for dropdown, value in ((self._type, self.type_filter or ""), (self._channel, self.channel_filter or "")):
+                if value not in [v for _, v in dropdown.options]:
+                    dropdown.options = list(dropdown.options) + [(value, value)]
+                if dropdown.value != value:
+                    dropdown.value = value
+        finally:
+            self._syncing = False
+
+    def _refresh_choices(self, types: set[str], channels: set[str]) -> None:
+        if self.widget is None:
+            return
+        new_types = tuple(sorted(types | set(self._known_types)))
+        new_channels = tuple(sorted(channels | set(self._known_channels)))
+        if new_types == self._known_types and new_channels == self._known_channels:
+            return
+        self._known_types, self._known_channels = new_types, new_channels
+        self._syncing = True
+        try:
+            keep = self._type.value
+            self._type.options = [("all types", "")] + [(t, t) for t in new_types]
+            self._type.value = keep if keep in ("",) + new_types else ""
+            keep = self._channel.value
+            self._channel.options = [("all channels", "")] + [("#" + self.channels.get(c, c), c) for c in new_channels]
+            self._channel.value = keep if keep in ("",) + new_channels else ""
+        finally:
+            self._syncing = False
+
+    def close(self) -> None:
+        """Stop rendering and detach from the client (on the loop thread)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.client is not None:
+            try:
+                self.client.remove_tap(self.tap)
+            except (KeyError, ValueError):
+                pass
+        if self.widget is not None:
+            self.widget.close()
