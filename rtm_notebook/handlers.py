@@ -1,0 +1,462 @@
+"""Named event handlers, each with its own ordered queue and worker.
+
+Intake never waits for a handler: dispatching an event to a handler is an
+O(1) append to that handler's queue. Each handler then works through its
+queue in arrival order on its own:
+
+* an ``async def`` handler has a worker task on the client's loop;
+* a plain ``def`` handler has a dedicated worker thread (one per handler, so
+  its events stay in order and a slow one blocks only itself).
+
+A handler that raises is counted (``errors``, ``last_error``) and reported
+through the registry's ``on_error`` callback, which the client turns into a
+recorded ``error`` event; the handler keeps receiving events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import queue
+import re
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from time import perf_counter
+from typing import Any
+
+__all__ = ["Handler", "HandlerRegistry", "STOP_TIMEOUT"]
+
+# How long stopping waits for a sync handler that is still inside a call
+# before leaving its thread to finish on its own (it exits right after).
+STOP_TIMEOUT = 5.0
+
+_STOP = object()
+_FILTER_KEYS = ("match", "channel", "subtype")
+
+
+def _is_async(fn: Callable) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _as_set(value: Any) -> frozenset | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return frozenset((value,))
+    return frozenset(value)
+
+
+class Handler:
+    """One registered handler: what it listens to, how it is called, its stats.
+
+    ``calls`` counts completed calls (including those that raised),
+    ``errors`` those that raised, ``last_error`` is the latest exception's
+    repr, ``total_time`` the seconds spent inside the handler.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        event: str,
+        fn: Callable,
+        *,
+        style: str = "modern",
+        filters: dict | None = None,
+        call_context: Callable[[], AbstractContextManager] | None = None,
+    ) -> None:
+        if style not in ("modern", "seed"):
+            raise ValueError(f"style must be 'modern' or 'seed', not {style!r}")
+        filters = {k: v for k, v in (filters or {}).items() if v is not None}
+        unknown = set(filters) - set(_FILTER_KEYS)
+        if unknown:
+            raise TypeError(f"unknown handler filter(s) {sorted(unknown)}; use match=, channel= or subtype=")
+        self.name = name
+        self.event = event
+        self.fn = fn
+        self.is_async = _is_async(fn)
+        self.style = style
+        self.filters = filters
+        self.call_context = call_context
+        self.calls = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.total_time = 0.0
+        match = filters.get("match")
+        self._match = re.compile(match) if isinstance(match, str) else match
+        self._channels = _as_set(filters.get("channel"))
+        self._subtypes = _as_set(filters.get("subtype"))
+        self._has_filters = bool(filters)
+        self._registry: HandlerRegistry | None = None
+        self._stopped = False
+        # async handlers: deque + a wake-up future; sync: a thread-safe queue.
+        self._queue: Any = queue.SimpleQueue() if not self.is_async else deque()
+        self._wake: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self._exited: asyncio.Future | None = None
+        self._pending = 0
+        # offer() is bound per instance: dispatch then costs one call per handler.
+        if self.is_async:
+            self.offer = self._offer_async
+        else:
+            self.offer = self._queue.put
+
+    def __repr__(self) -> str:
+        kind = "async" if self.is_async else "sync"
+        return f"<Handler {self.name!r} on {self.event!r} ({self.style}, {kind}) calls={self.calls} errors={self.errors}>"
+
+    @property
+    def mean_time(self) -> float:
+        """Mean seconds per call (0.0 before the first call)."""
+        return self.total_time / self.calls if self.calls else 0.0
+
+    @property
+    def queued(self) -> int:
+        """Events waiting in this handler's queue."""
+        return len(self._queue) if self.is_async else self._queue.qsize()
+
+    def accepts(self, event: dict) -> bool:
+        """Whether ``event`` passes this handler's filters."""
+        if not self._has_filters:
+            return True
+        if self._channels is not None and event.get("channel") not in self._channels:
+            return False
+        if self._subtypes is not None and event.get("subtype") not in self._subtypes:
+            return False
+        if self._match is not None:
+            text = event.get("text")
+            if not isinstance(text, str) or self._match.search(text) is None:
+                return False
+        return True
+
+    # -- intake side (on the loop) -------------------------------------------------
+
+    def _offer_async(self, event: dict) -> None:
+        self._queue.append(event)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    # -- workers ---------------------------------------------------------------------
+
+    def _start(self, registry: HandlerRegistry, loop: asyncio.AbstractEventLoop) -> None:
+        self._registry = registry
+        if self.is_async:
+            self._task = loop.create_task(self._run_async(), name=f"rtm-handler-{self.name}")
+        else:
+            self._exited = loop.create_future()
+            self._thread = threading.Thread(
+                target=self._run_sync, args=(loop,), name=f"rtm-handler-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _invoke_args(self) -> tuple[tuple, dict]:
+        reg = self._registry
+        assert reg is not None
+        if self.style == "seed":
+            return (), dict(reg.seed_kwargs(self.is_async)) if reg.seed_kwargs else {}
+        return (reg.owner,), {}
+
+    async def _run_async(self) -> None:
+        q = self._queue
+        loop = asyncio.get_running_loop()
+        fn = self.fn
+        while True:
+            if not q:
+                self._wake = loop.create_future()
+                await self._wake
+                continue
+            event = q.popleft()
+            if self._has_filters and not self.accepts(event):
+                continue
+            args, kwargs = self._invoke_args()
+            if self.style == "seed":
+                kwargs["data"] = event
+            else:
+                args = (*args, event)
+            start = perf_counter()
+            try:
+                if self.call_context is not None:
+                    with self.call_context():
+                        await fn(*args, **kwargs)
+                else:
+                    await fn(*args, **kwargs)
+            except Exception as exc:  # a handler's bug must not stop the others
+                self._failed(exc, event)
+            finally:
+                self.calls += 1
+                self.total_time += perf_counter() - start
+
+    def _run_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        q = self._queue
+        fn = self.fn
+        try:
+            while True:
+                event = q.get()
+                if event is _STOP or self._stopped:
+                    return
+                if self._has_filters and not self.accepts(event):
+                    continue
+                args, kwargs = self._invoke_args()
+                if self.style == "seed":
+                    kwargs["data"] = event
+                else:
+                    args = (*args, event)
+                start = perf_counter()
+                try:
+                    if self.call_context is not None:
+                        with self.call_context():
+                            fn(*args, **kwargs)
+                    else:
+                        fn(*args, **kwargs)
+                except Exception as exc:
+                    self._failed(exc, event, loop)
+                finally:
+                    self.calls += 1
+                    self.total_time += perf_counter() - start
+        finally:
+            exited = self._exited
+            if exited is not None:
+                try:
+                    loop.call_soon_threadsafe(_resolve, exited)
+                except RuntimeError:  # the loop is already closed: nobody waits
+                    pass
+
+    def _failed(self, exc: Exception, event: dict, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.errors += 1
+        self.last_error = repr(exc)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        reg = self._registry
+        if reg is None or reg.on_error is None:
+            return
+        if loop is None:
+            reg.on_error(self, exc, tb, event)
+        else:
+            try:
+                loop.call_soon_threadsafe(reg.on_error, self, exc, tb, event)
+            except RuntimeError:
+                pass
+
+    async def _stop(self) -> None:
+        """Stop the worker; events not yet started are dropped."""
+        self._stopped = True
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            self._queue.clear()
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            exited = self._exited
+            if exited is not None and not self._thread.is_alive():
+                exited = None
+            if exited is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
+                except TimeoutError:
+                    return  # still inside a long call; daemon thread exits after it
+            self._thread.join(timeout=1.0)
+            self._thread = None
+
+    def _stop_threadsafe(self) -> None:
+        """Stop without a loop (the loop has already gone): tell the thread to exit."""
+        self._stopped = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=STOP_TIMEOUT)
+            self._thread = None
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class HandlerRegistry:
+    """The handlers of one client, indexed by event type.
+
+    ``owner`` is passed as the first argument to modern handlers
+    (``fn(client, event)``); ``seed_kwargs(is_async)`` supplies the
+    ``rtm_client``/``web_client`` keyword arguments of seed callbacks;
+    ``on_error(handler, exc, traceback_text, event)`` is called on the loop
+    when a handler raises.
+
+    Workers start when :meth:`start` binds the registry to a loop; handlers
+    added before that wait (their events are queued once dispatching starts).
+    """
+
+    def __init__(
+        self,
+        owner: Any = None,
+        *,
+        seed_kwargs: Callable[[bool], dict] | None = None,
+        on_error: Callable[[Handler, Exception, str, dict], None] | None = None,
+    ) -> None:
+        self.owner = owner
+        self.seed_kwargs = seed_kwargs
+        self.on_error = on_error
+        self._handlers: dict[str, Handler] = {}
+        self._index: dict[str, tuple[Handler, ...]] = {}
+        self._star: tuple[Handler, ...] = ()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: set[asyncio.Task] = set()
+        self._anon = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __iter__(self):
+        return iter(list(self._handlers.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __getitem__(self, name: str) -> Handler:
+        return self._handlers[name]
+
+    def __repr__(self) -> str:
+        return f"<HandlerRegistry {len(self._handlers)} handlers: {', '.join(self._handlers) or '-'}>"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def add(
+        self,
+        event: str,
+        fn: Callable,
+        *,
+        name: str | None = None,
+        style: str = "modern",
+        filters: dict | None = None,
+        call_context: Callable[[], AbstractContextManager] | None = None,
+    ) -> Handler:
+        """Register ``fn`` for events of type ``event`` (``"*"`` for all).
+
+        ``name`` defaults to the function's name, so re-running a
+        notebook cell that defines the same function replaces the handler
+        instead of adding a second one. A handler with the same name is
+        stopped first (its queued events are dropped) and replaced.
+        """
+        if not callable(fn):
+            raise TypeError(f"handler {fn!r} is not callable")
+        if not isinstance(event, str) or not event:
+            raise TypeError(f"event must be a non-empty string such as 'message' or '*', not {event!r}")
+        if name is None:
+            name = getattr(fn, "__name__", None)
+            if not name or name == "<lambda>":
+                # nothing stable to key on: every anonymous handler is a new one
+                name = f"handler-{next(self._anon)}"
+        handler = Handler(name, event, fn, style=style, filters=filters, call_context=call_context)
+        old = self._handlers.pop(name, None)
+        if old is not None:
+            self._retire(old)
+        self._handlers[name] = handler
+        self._reindex()
+        if self._loop is not None:
+            handler._start(self, self._loop)
+        return handler
+
+    def remove(self, name: str) -> bool:
+        """Remove the handler called ``name``; return whether there was one."""
+        old = self._handlers.pop(name, None)
+        if old is None:
+            return False
+        self._reindex()
+        self._retire(old)
+        return True
+
+    def clear(self) -> None:
+        """Remove every handler."""
+        old = list(self._handlers.values())
+        self._handlers.clear()
+        self._reindex()
+        for h in old:
+            self._retire(h)
+
+    def matching(self, event_type: str, event: dict) -> list[Handler]:
+        """Handlers that would be called for ``event`` (type and filters)."""
+        return [h for h in (*self._index.get(event_type, ()), *self._star) if h.accepts(event)]
+
+    def stats(self) -> list[dict]:
+        """One dict per handler: name, event, style, kind, calls, errors, last_error, mean_time, queued, filters."""
+        return [
+            {
+                "name": h.name,
+                "event": h.event,
+                "style": h.style,
+                "kind": "async" if h.is_async else "sync",
+                "calls": h.calls,
+                "errors": h.errors,
+                "last_error": h.last_error,
+                "mean_time": h.mean_time,
+                "queued": h.queued,
+                "filters": {k: getattr(v, "pattern", v) for k, v in h.filters.items()},
+            }
+            for h in self._handlers.values()
+        ]
+
+    def dispatch(self, event_type: str | None, event: dict) -> None:
+        """Queue ``event`` for every handler of its type and every ``"*"`` handler."""
+        hs = self._index.get(event_type)
+        if hs:
+            for h in hs:
+                h.offer(event)
+        for h in self._star:
+            h.offer(event)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to ``loop`` and start every handler's worker (idempotent)."""
+        if self._loop is loop:
+            return
+        if self._loop is not None:
+            raise RuntimeError("this handler registry already runs on another event loop; stop it first")
+        self._loop = loop
+        for h in self._handlers.values():
+            h._start(self, loop)
+
+    async def stop(self) -> None:
+        """Stop every worker (handlers stay registered; :meth:`start` restarts them)."""
+        for h in list(self._handlers.values()):
+            await h._stop()
+            h._stopped = False
+            h._queue = deque() if h.is_async else queue.SimpleQueue()
+            if not h.is_async:
+                h.offer = h._queue.put
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
+        self._loop = None
+
+    def _retire(self, handler: Handler) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            handler._stop_threadsafe()
+            return
+        task = loop.create_task(handler._stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    def _reindex(self) -> None:
+        index: dict[str, list[Handler]] = {}
+        star = []
+        for h in self._handlers.values():
+            if h.event == "*":
+                star.append(h)
+            else:
+                index.setdefault(h.event, []).append(h)
+        self._index = {k: tuple(v) for k, v in index.items()}
+        self._star = tuple(star)
+
