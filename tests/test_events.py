@@ -1,0 +1,373 @@
+"""EventFrame: schema, append-only views, eviction, recording to a file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rtm_notebook.events import CHUNK_ROWS, COLUMNS, EventFrame
+
+STRING_COLUMNS = ["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "direction", "raw"]
+
+
+def message(i: int, channel: str = "C1", user: str = "U1") -> dict:
+    return {"type": "message", "channel": channel, "user": user, "text": f"hello {i}",
+            "ts": f"{1700000000 + i}.{i % 1000000:06d}"}
+
+
+def fill(frame: EventFrame, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        frame.append(message(i), received_at=1700000000.0 + i / 1000)
+
+
+def check_schema(df: pd.DataFrame) -> None:
+    assert list(df.columns) == COLUMNS
+    assert str(df["received_at"].dtype) == "datetime64[us, UTC]"
+    for name in STRING_COLUMNS:
+        assert df[name].dtype == pd.StringDtype("pyarrow"), name
+    assert df["reply_to"].dtype == pd.Int64Dtype()
+    assert df["connection"].dtype == np.int64
+    assert df["seq"].dtype == np.int64
+
+
+def test_empty_frame_has_the_schema():
+    frame = EventFrame()
+    df = frame.to_pandas()
+    assert len(frame) == 0 and len(df) == 0
+    check_schema(df)
+
+
+def test_columns_and_dtypes_of_a_message():
+    frame = EventFrame()
+    event = {"type": "message", "channel": "C024BE91L", "user": "U2147483697", "text": "Hello world",
+             "ts": "1355517523.000005", "thread_ts": "1355517500.000001"}
+    raw = orjson.dumps(event).decode()
+    seq = frame.append(event, raw, received_at=1355517523.5)
+    assert seq == 0
+    df = frame.to_pandas()
+    check_schema(df)
+    row = df.iloc[0]
+    assert row["received_at"] == pd.Timestamp("2012-12-14 20:38:43.5", tz="UTC")
+    assert (row["type"], row["channel"], row["user"], row["text"]) == ("message", "C024BE91L", "U2147483697", "Hello world")
+    assert row["ts"] == "1355517523.000005" and row["thread_ts"] == "1355517500.000001"
+    assert row["subtype"] is pd.NA and row["event_ts"] is pd.NA and row["reply_to"] is pd.NA
+    assert (row["direction"], row["connection"], row["seq"], row["raw"]) == ("in", 0, 0, raw)
+
+
+def test_raw_is_encoded_when_not_given_and_reply_to_is_an_integer():
+    frame = EventFrame()
+    frame.append({"type": "message", "ok": True, "reply_to": 7, "ts": "1.000001", "text": "sent"},
+                 direction="out", connection=3)
+    row = frame.to_pandas().iloc[0]
+    assert orjson.loads(row["raw"]) == {"type": "message", "ok": True, "reply_to": 7, "ts": "1.000001", "text": "sent"}
+    assert (row["reply_to"], row["direction"], row["connection"]) == (7, "out", 3)
+
+
+def test_seq_is_global_across_connections_and_starts_at_zero():
+    frame = EventFrame()
+    seqs = [frame.append(message(i), connection=i % 3) for i in range(10)]
+    assert seqs == list(range(10))
+    df = frame.to_pandas()
+    assert df["seq"].tolist() == seqs and df["connection"].tolist() == [i % 3 for i in range(10)]
+    assert df.index.tolist() == seqs
+
+
+def test_received_at_defaults_to_now():
+    import time
+
+    frame = EventFrame()
+    before = time.time()
+    frame.append(message(0))
+    after = time.time()
+    at = frame.to_pandas()["received_at"].iloc[0].timestamp()
+    assert before - 1e-6 <= at <= after + 1e-6
+
+
+def test_nested_channel_user_and_message_fields_are_extracted():
+    frame = EventFrame()
+    events = [
+        {"type": "channel_created", "channel": {"id": "C9", "name": "new", "created": 1, "creator": "U1"}},
+        {"type": "team_join", "user": {"id": "U7", "name": "ann", "profile": {}}},
+        {"type": "im_created", "user": "U3", "channel": {"id": "D4"}},
+        {"type": "message", "subtype": "message_changed", "hidden": True, "channel": "C1", "ts": "2.000002",
+         "message": {"type": "message", "user": "U5", "text": "edited text", "ts": "1.000001",
+                     "thread_ts": "0.000009"}},
+        {"type": "reaction_added", "user": "U6", "reaction": "+1", "item_user": "U5",
+         "item": {"type": "message", "channel": "C8", "ts": "1.000001"}, "event_ts": "3.000003"},
+        {"type": "message", "subtype": "bot_message", "ts": "4.000004", "text": "beep", "bot_id": "B1"},
+    ]
+    for event in events:
+        frame.append(event)
+    df = frame.to_pandas()
+    assert df["channel"].tolist() == ["C9", pd.NA, "D4", "C1", "C8", pd.NA]
+    assert df["user"].tolist() == [pd.NA, "U7", "U3", "U5", "U6", pd.NA]
+    assert df["text"].tolist() == [pd.NA, pd.NA, pd.NA, "edited text", pd.NA, "beep"]
+    assert df["ts"].tolist() == [pd.NA, pd.NA, pd.NA, "2.000002", pd.NA, "4.000004"]
+    assert df["thread_ts"].tolist() == [pd.NA, pd.NA, pd.NA, "0.000009", pd.NA, pd.NA]
+    assert df["event_ts"].tolist() == [pd.NA, pd.NA, pd.NA, pd.NA, "3.000003", pd.NA]
+    assert df["subtype"].tolist() == [pd.NA, pd.NA, pd.NA, "message_changed", pd.NA, "bot_message"]
+
+
+def test_odd_values_are_kept_as_json_text_and_never_lost():
+    frame = EventFrame()
+    frame.append({"type": 5, "channel": ["C1"], "text": True, "reply_to": "12", "user": "\ud800x"})
+    frame.append({"type": "pong", "reply_to": 2**70})
+    df = frame.to_pandas()
+    row = df.iloc[0]
+    assert (row["type"], row["channel"], row["text"]) == ("5", '["C1"]', "true")
+    assert row["user"] == "\\ud800x"
+    assert row["reply_to"] is pd.NA and df["reply_to"].iloc[1] is pd.NA
+    assert json.loads(df["raw"].iloc[1]) == {"type": "pong", "reply_to": 2**70}
+    assert "\\ud800" in row["raw"]
+
+
+def test_error_event_with_raw_text_that_is_not_json_is_recorded():
+    frame = EventFrame()
+    frame.append({"type": "error", "error": "frame is not JSON"}, raw="{not json at all")
+    frame.append({"type": "error", "error": "binary frame"}, raw=b"\xff\x00binary")
+    df = frame.to_pandas()
+    assert df["type"].tolist() == ["error", "error"]
+    assert df["raw"].iloc[0] == "{not json at all"
+    assert df["raw"].iloc[1] == "\\xff\x00binary"
+
+
+def test_bad_input_raises_a_clear_error_and_records_nothing():
+    frame = EventFrame()
+    with pytest.raises(TypeError, match="event as a dict"):
+        frame.append(["not", "a", "dict"])
+    with pytest.raises(ValueError, match='"in" or "out"'):
+        frame.append(message(0), direction="sideways")
+    with pytest.raises(TypeError, match="connection must be an int"):
+        frame.append(message(0), connection="first")
+    with pytest.raises(ValueError, match="max_rows"):
+        EventFrame(max_rows=0)
+    assert len(frame) == 0
+    assert frame.append(message(0), connection=np.int64(2)) == 0
+    assert frame.to_pandas()["connection"].tolist() == [2]
+
+
+def test_returned_frames_never_change_and_new_access_has_old_plus_new():
+    frame = EventFrame()
+    fill(frame, 10)
+    first = frame.to_pandas()
+    snapshot = first.copy(deep=True)
+    fill(frame, CHUNK_ROWS + 5, start=10)  # crosses a chunk boundary
+    second = frame.to_pandas()
+    pdt.assert_frame_equal(first, snapshot)
+    assert len(second) == CHUNK_ROWS + 15 == len(frame)
+    pdt.assert_frame_equal(second.iloc[:10], snapshot)
+    assert second["seq"].tolist() == list(range(CHUNK_ROWS + 15))
+    assert second["text"].iloc[-1] == f"hello {CHUNK_ROWS + 14}"
+
+
+def test_frame_is_cached_until_new_rows_arrive():
+    frame = EventFrame()
+    fill(frame, 3)
+    df = frame.to_pandas()
+    assert frame.to_pandas() is df
+    frame.append(message(99))
+    df2 = frame.to_pandas()
+    assert df2 is not df and len(df2) == 4
+    assert frame.to_pandas() is df2
+
+
+def test_many_chunks_materialise_in_order():
+    frame = EventFrame()
+    n = 3 * CHUNK_ROWS + 17
+    fill(frame, n)
+    df = frame.to_pandas()
+    assert len(df) == n
+    assert df["seq"].tolist() == list(range(n))
+    assert df["ts"].iloc[CHUNK_ROWS] == message(CHUNK_ROWS)["ts"]
+    assert (df["received_at"].diff().dropna() > pd.Timedelta(0)).all()
+
+
+def test_max_rows_evicts_oldest_chunks_and_keeps_counting():
+    frame = EventFrame(max_rows=100)
+    fill(frame, 50)
+    early = frame.to_pandas()
+    early_copy = early.copy(deep=True)
+    lengths = []
+    for i in range(50, 1000):
+        frame.append(message(i))
+        lengths.append(len(frame))
+    assert max(lengths) <= 100
+    assert min(lengths[100:]) >= 50
+    df = frame.to_pandas()
+    assert len(df) == len(frame)
+    seqs = df["seq"].tolist()
+    assert seqs[-1] == 999 and seqs == list(range(seqs[0], 1000))
+    assert df.index.tolist() == list(range(len(df)))
+    pdt.assert_frame_equal(early, early_copy)  # evicted rows stay in frames returned earlier
+
+
+def test_max_rows_of_one_keeps_the_newest_row():
+    frame = EventFrame(max_rows=1)
+    for i in range(5):
+        frame.append(message(i))
+        assert len(frame) == 1
+    assert frame.to_pandas()["seq"].tolist() == [4]
+
+
+def test_record_to_round_trip(tmp_path):
+    path = tmp_path / "events.jsonl"
+    frame = EventFrame(record_to=path)
+    fill(frame, CHUNK_ROWS + 3)
+    frame.append({"type": "error", "error": "not JSON"}, raw="<<garbage")
+    frame.append({"type": "channel_created", "channel": {"id": "C5"}}, direction="out", connection=4)
+    frame.append({"type": "pong", "reply_to": 3, "x": float("nan")})  # raw (null) differs from the event
+    frame.close()
+    frame.close()  # idempotent
+    loaded = EventFrame.read(path)
+    pdt.assert_frame_equal(loaded.to_pandas(), frame.to_pandas())
+    assert loaded.append(message(0)) == frame.append(message(0))  # seq continues
+
+
+async def test_record_to_from_a_running_loop(tmp_path):
+    path = tmp_path / "events.jsonl"
+    frame = EventFrame(record_to=path)
+
+    async def intake(connection: int) -> None:
+        for i in range(200):
+            frame.append(message(i, channel=f"C{connection}"), connection=connection)
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(intake(1), intake(2))
+    # Written promptly by the background thread, without close().
+    for _ in range(500):
+        if path.read_bytes().count(b"\n") == 400:
+            break
+        await asyncio.sleep(0.01)
+    assert path.read_bytes().count(b"\n") == 400
+    frame.close()
+    loaded = EventFrame.read(path).to_pandas()
+    pdt.assert_frame_equal(loaded, frame.to_pandas())
+    assert sorted(loaded["seq"]) == list(range(400))
+
+
+def test_recording_to_an_existing_file_continues_seq(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventFrame(record_to=path) as first:
+        fill(first, 5)
+    with EventFrame(record_to=path) as second:
+        assert second.append(message(100)) == 5
+        assert len(second) == 1
+    loaded = EventFrame.read(path).to_pandas()
+    assert loaded["seq"].tolist() == list(range(6))
+    assert loaded["text"].iloc[-1] == "hello 100"
+
+
+def test_truncated_last_line_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventFrame(record_to=path) as frame:
+        fill(frame, 20)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 30])  # the writer was killed mid-line
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 unreadable line\(s\) \(line 20\)"):
+        loaded = EventFrame.read(path)
+    pdt.assert_frame_equal(loaded.to_pandas(), frame.to_pandas().iloc[:19])
+
+    # Recording again after the crash keeps the cut line apart from new ones.
+    with EventFrame(record_to=path) as again:
+        assert again.append(message(50)) == 19
+    with pytest.warns(RuntimeWarning, match="line 20"):
+        reloaded = EventFrame.read(path).to_pandas()
+    assert reloaded["seq"].tolist() == list(range(20))
+    assert reloaded["text"].iloc[-1] == "hello 50"
+
+
+def test_unwritable_record_to_fails_at_construction(tmp_path):
+    with pytest.raises(OSError):
+        EventFrame(record_to=tmp_path / "missing-dir" / "events.jsonl")
+
+
+def test_recording_is_flushed_at_interpreter_exit(tmp_path):
+    path = tmp_path / "events.jsonl"
+    script = (
+        "from rtm_notebook.events import EventFrame\n"
+        f"frame = EventFrame(record_to={str(path)!r})\n"
+        "for i in range(3000):\n"
+        "    frame.append({'type': 'message', 'text': str(i)})\n"
+        # no close(): the interpreter-exit hook must flush
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    loaded = EventFrame.read(path).to_pandas()
+    assert loaded["text"].tolist() == [str(i) for i in range(3000)]
+
+
+def test_reading_while_appending_from_another_thread_gives_consistent_frames():
+    frame = EventFrame(max_rows=3 * CHUNK_ROWS)
+    total = 5 * CHUNK_ROWS
+    done = threading.Event()
+    problems: list[str] = []
+    frames: list[pd.DataFrame] = []
+
+    def reader() -> None:
+        while not done.is_set():
+            df = frame.to_pandas()
+            seqs = df["seq"].to_numpy()
+            if len(seqs) and not (np.diff(seqs) == 1).all():
+                problems.append(f"gap in seq: {seqs[:5]}..")
+            if not (df["text"].to_numpy() == np.array([f"hello {s}" for s in seqs], dtype=object)).all():
+                problems.append("text does not match seq")
+            frames.append(df)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        fill(frame, total)
+    finally:
+        done.set()
+        thread.join(timeout=60)
+    assert not problems
+    assert len(frames) >= 1
+    last_seen = [int(df["seq"].iloc[-1]) for df in frames if len(df)]
+    assert last_seen == sorted(last_seen)
+    assert frame.to_pandas()["seq"].iloc[-1] == total - 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+event_dicts = st.dictionaries(
+    st.sampled_from(["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "reply_to",
+                     "message", "item"]) | st.text(max_size=8),
+    json_values,
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(event_dicts, max_size=30), pass_raw=st.booleans())
+def test_any_json_events_are_all_recorded_and_raw_round_trips(events, pass_raw):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no line may be unreadable
+            frame = EventFrame(record_to=path)
+            for event in events:
+                frame.append(event, json.dumps(event) if pass_raw else None)
+            frame.close()
+            df = frame.to_pandas()
+            assert len(df) == len(frame) == len(events)
+            assert [json.loads(raw) for raw in df["raw"]] == events
+            check_schema(df)
+            pdt.assert_frame_equal(EventFrame.read(path).to_pandas(), df)
