@@ -1,0 +1,657 @@
+"""The ``%rtm_*`` magics: ``%load_ext rtm_notebook``.
+
+``%rtm_connect`` connects (to Slack when ``SLACK_BOT_TOKEN``/``SLACK_API_TOKEN``
+is set, else to the simulated workspace) and shows the live log;
+``%%rtm_on EVENT`` turns a cell into a handler; ``%rtm_off``,
+``%rtm_handlers``, ``%rtm_status``, ``%rtm_log`` and ``%rtm_stop`` manage
+them. Type ``%rtm_on?`` (or any other) for its options.
+
+Where things run. In a kernel the magics run on the kernel's loop thread,
+which is the client's loop: they change client state directly and never
+block (``client.start()`` schedules and returns). Outside a kernel there is
+no running loop between statements, so the client gets a background loop
+thread and the magics hand work to it and wait.
+
+Handler names. ``%%rtm_on`` replaces the handler of the same name, so
+re-running a cell replaces its handler instead of adding one. The name is
+``--name`` when given; otherwise ``EVENT_xxxxxx`` where ``xxxxxx`` is a hash of
+the cell's id when the front end sends one (JupyterLab and Notebook do, so
+editing the cell body or its options still replaces the handler); without a
+cell id (nbclient, terminal IPython) it is a hash of the magic line, the event
+and its options, so two cells with identical magic lines share a name: give
+one of them ``--name``.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import difflib
+import hashlib
+import os
+import re
+import sys
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from rtm_notebook.notebook.livelog import LiveLog, fetch_names
+from rtm_notebook.notebook.loop import BackgroundLoop, in_kernel, on_loop_thread, running_loop
+from rtm_notebook.notebook.output import HandlerSink, install_routing, uninstall_routing
+
+# Event types a handler can listen to: Slack's RTM events (shared PROTOCOL.md
+# and Slack's event reference) plus the client's own (state_change, error).
+KNOWN_EVENTS = frozenset(
+    """
+    * hello goodbye error pong reconnect_url state_change
+    message reaction_added reaction_removed user_typing presence_change manual_presence_change
+    channel_created channel_joined channel_left channel_deleted channel_rename channel_archive
+    channel_unarchive channel_history_changed channel_marked member_joined_channel member_left_channel
+    group_joined group_left group_open group_close group_archive group_unarchive group_rename group_marked
+    group_history_changed im_created im_open im_close im_marked im_history_changed mpim_joined mpim_open
+    mpim_close team_join team_rename team_domain_change team_pref_change team_plan_change team_profile_change
+    user_change user_huddle_changed user_profile_changed bot_added bot_changed pin_added pin_removed
+    star_added star_removed file_created file_shared file_unshared file_public file_change file_deleted
+    file_comment_added file_comment_edited file_comment_deleted emoji_changed dnd_updated dnd_updated_user
+    pref_change commands_changed subteam_created subteam_updated subteam_members_changed
+    subteam_self_added subteam_self_removed email_domain_changed accounts_changed desktop_notification
+    external_org_migration_started external_org_migration_finished
+    """.split()
+)
+
+DEFAULT_TIMEOUT = 15.0
+
+_current: "Magics | None" = None
+
+
+class Session:
+    """One client started by ``%rtm_connect``: the client, its log, its handlers' output areas."""
+
+    def __init__(self, name: str, client: Any, log: LiveLog | None, sim: Any, background: BackgroundLoop | None) -> None:
+        self.name = name
+        self.client = client
+        self.log = log
+        self.sim = sim
+        self.background = background
+        self.sinks: dict[str, HandlerSink] = {}
+        self.tasks: set[asyncio.Task] = set()
+
+    @property
+    def loop(self) -> Any:
+        return self.background.loop if self.background is not None else getattr(self.client, "loop", None)
+
+    def run(self, fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Call ``fn(*args)`` on the client's loop and return its result.
+
+        On the loop thread (a kernel) that is a plain call; from elsewhere it
+        is handed over and waited for.
+        """
+        loop = self.loop
+        if loop is None or on_loop_thread(loop) or self.background is None:
+            return fn(*args)
+
+        async def call() -> Any:
+            return fn(*args)
+
+        return self.background.run(call(), timeout)
+
+    def tap(self, event: Any) -> None:
+        """Route a handler's ``error`` event to that handler's output area (O(1))."""
+        if event.get("type") == "error":
+            handler = event.get("handler")
+            if handler is not None:
+                sink = self.sinks.get(handler)
+                if sink is not None:
+                    sink.error(event)
+
+    def keep(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+def session(name: str | None = None) -> Session:
+    """The session bound to variable ``name`` (default: the latest one).
+
+    ``session().sim`` is the simulated workspace of a ``--demo`` connection.
+    """
+    if _current is None:
+        raise UsageError("The rtm_notebook extension is not loaded: run %load_ext rtm_notebook")
+    return _current._session(name)
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
+def _contains_await(tree: ast.AST) -> bool:
+    """Whether the code awaits at its own level (not inside a nested def/lambda/class)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)):
+            return True
+        if isinstance(node, ast.comprehension) and node.is_async:
+            return True
+        if _contains_await(node):
+            return True
+    return False
+
+
+_TEMPLATE = """
+def __rtm_factory(__rtm_web, __rtm_say):
+    {kw}def handler(client, event):
+        web_client = __rtm_web(client)
+        say = __rtm_say(client, event)
+        pass
+    return handler
+"""
+
+
+def compile_handler(body: str, *, filename: str, namespace: dict, web: Callable, say: Callable) -> Callable:
+    """Turn a cell body into ``handler(client, event)``.
+
+    ``event``, ``client``, ``web_client`` and ``say`` are in scope; the body's
+    globals are ``namespace`` (the notebook's), so imports and variables of
+    other cells work and ``global x`` assigns a notebook variable. The body
+    becomes an ``async def`` when it awaits, a plain function otherwise (run
+    on the handler's own worker thread). Line numbers in tracebacks are the
+    body's own.
+    """
+    tree = ast.parse(body, filename, "exec")
+    is_async = _contains_await(tree)
+    module = ast.parse(_TEMPLATE.format(kw="async " if is_async else ""))
+    for node in ast.walk(module):
+        if hasattr(node, "lineno"):
+            node.lineno = node.end_lineno = 1
+            node.col_offset = node.end_col_offset = 0
+    inner = module.body[0].body[0]
+    inner.body[-1:] = tree.body or [ast.Pass(lineno=1, col_offset=0, end_lineno=1, end_col_offset=0)]
+    code = compile(module, filename, "exec", dont_inherit=True)
+    scope: dict[str, Any] = {}
+    exec(code, namespace, scope)
+    return scope["__rtm_factory"](web, say)
+
+
+def _web_client(client: Any) -> Any:
+    return getattr(client, "web_client", None)
+
+
+def _say_factory(client: Any) -> Callable[[Any, Any], Callable[..., Any]]:
+    """``say(text, thread=False)`` for one event: reply in its channel (or its thread).
+
+    From an async handler (on the loop) ``say`` starts sending and returns an
+    awaitable task; from a sync handler (worker thread) it waits until Slack
+    acknowledged the message and returns the reply, raising what went wrong.
+    """
+
+    def make(client: Any, event: Any) -> Callable[..., Any]:
+        def say(text: str, thread: bool = False) -> Any:
+            channel = event.get("channel")
+            if not isinstance(channel, str):
+                raise ValueError(f"say(): a {event.get('type')!r} event has no channel to reply in; use client.send_message(channel, text)")
+            kwargs = {}
+            if thread:
+                kwargs["thread_ts"] = event.get("thread_ts") or event.get("ts")
+            coro = client.send_message(channel, str(text), **kwargs)
+            loop = client.loop
+            if on_loop_thread(loop):
+                return loop.create_task(coro)
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(DEFAULT_TIMEOUT)
+
+        return say
+
+    return make
+
+
+@magics_class
+class RTMMagics(Magics):
+    """The ``%rtm_*`` magics; one instance per shell."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.sessions: dict[str, Session] = {}
+        self._latest: str | None = None
+        self._cell_id: str | None = None
+
+    # -- plumbing ------------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        self._cell_id = getattr(info, "cell_id", None)
+
+    def _session(self, name: str | None = None) -> Session:
+        name = name or self._latest
+        if name is None or name not in self.sessions:
+            if name is not None and self.sessions:
+                raise UsageError(f"No client is bound to {name!r}; connected: {', '.join(self.sessions)}")
+            raise UsageError("No RTM client is connected yet: run %rtm_connect first (or %rtm_connect --demo for the simulated workspace)")
+        return self.sessions[name]
+
+    def _parse(self, fn: Callable, line: str) -> Any:
+        try:
+            return parse_argstring(fn, line)
+        except UsageError as exc:
+            magic = fn.__name__
+            usage = fn.parser.format_usage().strip().replace("usage: ", "")
+            hint = ""
+            bad = re.search(r"unrecognized arguments: (\S+)", str(exc))
+            if bad:
+                options = [o for a in fn.parser._actions for o in a.option_strings]
+                near = difflib.get_close_matches(bad.group(1).split("=")[0], options, n=1)
+                if near:
+                    hint = f" Did you mean {near[0]}?"
+            raise UsageError(f"{exc}.{hint}\nType: %{usage}   (see %{magic}? for help)") from None
+
+    def _stop_session(self, sess: Session) -> None:
+        """Stop a client, its log, its handlers' areas, its simulated workspace."""
+        self.sessions.pop(sess.name, None)
+        if self._latest == sess.name:
+            self._latest = next(reversed(self.sessions), None)
+        client = sess.client
+
+        def detach() -> None:
+            client.remove_tap(sess.tap)
+            if sess.log is not None:
+                sess.log.close()
+            for sink in sess.sinks.values():
+                sink.close()
+            client.handlers.clear()
+
+        async def shutdown() -> None:
+            await client.async_stop()
+            if sess.sim is not None:
+                await asyncio.get_running_loop().run_in_executor(None, sess.sim.stop)
+
+        if sess.background is not None:
+            try:
+                sess.run(detach)
+                sess.background.run(shutdown(), DEFAULT_TIMEOUT)
+            finally:
+                sess.background.stop()
+        else:
+            detach()
+            loop = running_loop()
+            if loop is not None and loop is client.loop:
+                # In a kernel: finish without blocking the loop; the task
+                # is referenced until it is done.
+                _pending.add(task := loop.create_task(shutdown()))
+                task.add_done_callback(_pending.discard)
+            else:
+                client.stop()
+                if sess.sim is not None:
+                    sess.sim.stop()
+
+    # -- %rtm_connect ----------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--demo", action="store_true", help="connect to the simulated workspace even if a token is set")
+    @argument("--token-env", metavar="VAR", help="read the bot token from environment variable VAR (default: SLACK_BOT_TOKEN, then SLACK_API_TOKEN)")
+    @argument("--connect-method", default=None, choices=["rtm.connect", "rtm.start"], help="rtm.connect (default) or rtm.start, which also returns a snapshot of users and channels")
+    @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
+    @argument("--rate", type=float, default=5.0, help="events per second of simulated traffic (simulated workspace only; default 5)")
+    @argument("--name", default="rtm", help="variable the client is bound to (default rtm)")
+    @line_magic
+    def rtm_connect(self, line: str = "") -> None:
+        """Connect an RTM client on this kernel's loop and show the live log.
+
+        Uses the token in SLACK_BOT_TOKEN or SLACK_API_TOKEN when one is set;
+        otherwise (or with --demo) starts the simulated workspace and says so.
+        The client is bound to ``rtm`` (or --name): ``rtm.events`` is the
+        DataFrame of everything received, ``rtm.log`` the live log.
+        """
+        args = self._parse(self.rtm_connect, line)
+        if not args.name.isidentifier():
+            raise UsageError(f"--name must be a Python variable name, not {args.name!r}. Type: %rtm_connect --name rtm")
+        if args.rate < 0:
+            raise UsageError("--rate must be 0 or more events per second, e.g. %rtm_connect --demo --rate 20")
+        token = None
+        if not args.demo:
+            if args.token_env:
+                token = os.environ.get(args.token_env)
+                if not token:
+                    raise UsageError(f"Environment variable {args.token_env} is not set or empty. Set it to your bot token (xoxb-...), or type %rtm_connect --demo")
+            else:
+                token = os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("SLACK_API_TOKEN")
+
+        from rtm_notebook.client import RTMClient
+
+        if args.name in self.sessions:
+            self._stop_session(self.sessions[args.name])
+
+        loop = running_loop()
+        background = BackgroundLoop() if loop is None else None
+        sim = None
+        base_url = args.base_url
+        try:
+            if token is None:
+                from rtm_notebook.sim import SimWorkspace
+
+                sim = SimWorkspace(rate=args.rate)
+                sim.start()
+                token = sim.token
+                base_url = sim.base_url
+                why = "--demo" if args.demo else "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set"
+                print(f"{why}: connecting to the simulated workspace at {base_url} ({args.rate:g} events/s of demo traffic)")
+            kwargs: dict[str, Any] = {"token": token}
+            if base_url:
+                kwargs["base_url"] = base_url
+            if args.connect_method:
+                kwargs["connect_method"] = args.connect_method
+            client = RTMClient(**kwargs)
+            del token
+            sess = Session(args.name, client, None, sim, background)
+
+            def start() -> None:
+                client.start()  # on a running loop: schedules the session and returns
+                client.add_tap(sess.tap)
+                sess.log = LiveLog(client)
+
+            if background is not None:
+                background.run(_call_async(start), DEFAULT_TIMEOUT)
+            else:
+                start()
+        except BaseException:
+            if background is not None:
+                background.stop()
+            if sim is not None:
+                sim.stop()
+            raise
+
+        self.sessions[args.name] = sess
+        self._latest = args.name
+        self.shell.user_ns[args.name] = client
+
+        if background is not None:
+            # Not on the loop: wait for hello here, then learn names.
+            state = background.run(_wait_connected(client, DEFAULT_TIMEOUT), DEFAULT_TIMEOUT + 1)
+            if state != "connected":
+                print(f"{args.name}: not connected (state {state!r}); %rtm_status shows the latest errors", file=sys.stderr)
+            else:
+                background.run(_learn_names(client, sess.log), DEFAULT_TIMEOUT)
+                print(f"{args.name}: connected to {_team_name(client)}; {args.name}.events has the events, %rtm_log shows the newest")
+        else:
+            # On the loop (a kernel): waiting would freeze it, so the rest
+            # happens in a task while the log shows the state as it changes.
+            sess.keep(_after_connect(client, sess.log))
+            from IPython.display import display
+
+            display(sess.log)
+
+    # -- %rtm_on ---------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("event", help="event type, e.g. message, reaction_added, user_typing, or * for all")
+    @argument("function", nargs="?", help="(line form) an existing function fn(client, event) in the notebook to register")
+    @argument("--match", metavar="REGEX", help="only events whose text matches this regular expression")
+    @argument("--channel", metavar="C", help="only events in this channel (an id like C123, or #name)")
+    @argument("--subtype", metavar="S", help="only message events of this subtype, e.g. bot_message")
+    @argument("--name", metavar="NAME", help="handler name; re-registering a name replaces that handler")
+    @line_cell_magic
+    def rtm_on(self, line: str, cell: str | None = None) -> None:
+        """Register a handler: the cell body runs for every matching event.
+
+        ``%%rtm_on message --match Hello`` makes the cell body a handler with
+        ``event`` (the event dict), ``client``, ``web_client`` and
+        ``say(text, thread=False)`` (reply in the event's channel) in scope.
+        ``await`` works in the body (the handler then runs on the loop;
+        without ``await`` it runs on its own worker thread). What it prints,
+        and its exceptions, appear under this cell and in the live log.
+
+        Re-running the cell replaces its handler (see the module docs for
+        how the default name is derived; --name sets it).
+
+        ``%rtm_on message my_function`` registers an existing function
+        ``my_function(client, event)``.
+        """
+        args = self._parse(self.rtm_on, line)
+        sess = self._session()
+        event = args.event
+        if event not in KNOWN_EVENTS:
+            near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.5)
+            hint = f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else " Type %rtm_on? for examples (message, reaction_added, user_typing, * for all)."
+            raise UsageError(f"Unknown event type {event!r}.{hint}")
+        filters = {k: v for k, v in (("match", args.match), ("channel", args.channel), ("subtype", args.subtype)) if v}
+        if args.match:
+            try:
+                re.compile(args.match)
+            except re.error as exc:
+                raise UsageError(f"--match {args.match!r} is not a valid regular expression: {exc}") from None
+        if args.channel:
+            filters["channel"] = self._channel_id(sess, args.channel)
+
+        if cell is None:
+            if not args.function:
+                raise UsageError(f"%rtm_on needs a function, or use the cell form: %%rtm_on {event} (the cell body is the handler)")
+            fn = self.shell.user_ns.get(args.function)
+            if not callable(fn):
+                raise UsageError(f"{args.function!r} is not a function defined in this notebook. Define def {args.function}(client, event): ... first")
+            name = args.name or getattr(fn, "__name__", args.function)
+        else:
+            if args.function:
+                raise UsageError(f"In the cell form the body is the handler: type %%rtm_on {event} {' '.join(line.split()[2:])}".rstrip())
+            if not cell.strip():
+                raise UsageError("The cell is empty: write the handler's body below %%rtm_on, e.g. say(f\"Hi <@{event['user']}>!\")")
+            identity = self._cell_id or " ".join(line.split())
+            name = args.name or f"{event.replace('*', 'all')}_{_hash(identity)}"
+            body = self.shell.transform_cell(cell)
+            filename = self.shell.compile.cache(body, self.shell.execution_count, raw_code=cell)
+            fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client, say=_say_factory(sess.client))
+            fn.__name__ = fn.__qualname__ = name
+
+        kernel = in_kernel()
+        sink = HandlerSink(name, sess.loop, widget=kernel, on_text=sess.log.add_output if sess.log is not None else None)
+
+        def register() -> Any:
+            old = sess.sinks.pop(name, None)
+            if old is not None:
+                old.close()
+            sess.sinks[name] = sink
+            return sess.client.handlers.add(event, fn, name=name, filters=filters or None, call_context=sink.context)
+
+        handler = sess.run(register)
+        where = "on the loop" if handler.is_async else "on its own thread"
+        described = ", ".join(f"{k}={v!r}" for k, v in filters.items())
+        print(f"handler {name!r} on {event}" + (f" ({described})" if described else "") + f", runs {where}; %rtm_off {name} removes it")
+        if sink.output is not None:
+            from IPython.display import display
+
+            display(sink.output)
+
+    def _channel_id(self, sess: Session, channel: str) -> str:
+        """Accept ``C123`` or ``#general`` / ``general`` (when the name is known)."""
+        if re.fullmatch(r"[CGD][A-Z0-9]{2,}", channel):
+            return channel
+        wanted = channel.lstrip("#")
+        names = sess.log.channels if sess.log is not None else {}
+        for cid, cname in names.items():
+            if cname == wanted:
+                return cid
+        known = sorted(names.values())
+        near = difflib.get_close_matches(wanted, known, n=1)
+        hint = f" Did you mean #{near[0]}?" if near else (" Known: " + ", ".join("#" + n for n in known[:10]) if known else " Use the channel id (C...), e.g. from rtm.messages().")
+        raise UsageError(f"Unknown channel {channel!r}.{hint}")
+
+    # -- %rtm_off, %rtm_handlers ---------------------------------------------
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the handler to remove (see %rtm_handlers)")
+    @argument("--all", action="store_true", help="remove every handler")
+    @line_magic
+    def rtm_off(self, line: str = "") -> None:
+        """Remove a handler by name (``%rtm_off NAME``) or all of them (``%rtm_off --all``)."""
+        args = self._parse(self.rtm_off, line)
+        sess = self._session()
+        if args.all == bool(args.name):
+            raise UsageError("Type %rtm_off NAME (names are listed by %rtm_handlers) or %rtm_off --all")
+
+        def remove() -> list[str]:
+            names = list(sess.sinks) if args.all else [args.name]
+            removed = []
+            if args.all:
+                removed = [h.name for h in sess.client.handlers]
+                sess.client.handlers.clear()
+            elif sess.client.handlers.remove(args.name):
+                removed = [args.name]
+            for name in names:
+                sink = sess.sinks.pop(name, None)
+                if sink is not None:
+                    sink.close()
+            return removed
+
+        if not args.all and args.name not in sess.client.handlers:
+            known = [h.name for h in sess.client.handlers]
+            near = difflib.get_close_matches(args.name, known, n=1)
+            hint = f" Did you mean %rtm_off {near[0]}?" if near else (f" Handlers: {', '.join(known)}" if known else " There are no handlers.")
+            raise UsageError(f"No handler named {args.name!r}.{hint}")
+        removed = sess.run(remove)
+        print(f"removed {len(removed)} handler(s)" + (f": {', '.join(removed)}" if removed else ""))
+
+    @line_magic
+    def rtm_handlers(self, line: str = "") -> Any:
+        """A table of the handlers: name, event, filters, calls, errors, last error, mean time."""
+        if line.strip():
+            raise UsageError("%rtm_handlers takes no arguments")
+        import pandas as pd
+
+        sess = self._session()
+        rows = [
+            {
+                "name": s["name"],
+                "event": s["event"],
+                "filters": ", ".join(f"{k}={v!r}" for k, v in (s.get("filters") or {}).items()),
+                "calls": s["calls"],
+                "errors": s["errors"],
+                "last error": s["last_error"],
+                "mean time": pd.Timedelta(seconds=s["mean_time"]) if s["calls"] else pd.NaT,
+            }
+            for s in sess.run(sess.client.handlers.stats)
+        ]
+        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time"]
+        return pd.DataFrame(rows, columns=columns)
+
+    # -- %rtm_status, %rtm_log, %rtm_stop ----------------------------------------
+
+    @line_magic
+    def rtm_status(self, line: str = "") -> None:
+        """One line per client: state, team, connection number, events/s, counts, handler errors."""
+        if line.strip():
+            raise UsageError("%rtm_status takes no arguments")
+        if not self.sessions:
+            raise UsageError("No RTM client is connected yet: run %rtm_connect first (or %rtm_connect --demo)")
+        for name, sess in self.sessions.items():
+            where = f"simulated workspace {sess.sim.base_url}" if sess.sim is not None else "Slack"
+            status = sess.run(sess.log.status_text) if sess.log is not None else f"state: {sess.client.state}"
+            print(f"{name} ({where}, {len(sess.client.event_frame)} events recorded): {status}")
+
+    @magic_arguments()
+    @argument("-n", type=int, default=None, help="print the newest N rows as text instead of showing the widget")
+    @line_magic
+    def rtm_log(self, line: str = "") -> None:
+        """Show the live log (as text outside a kernel, or with -n N)."""
+        args = self._parse(self.rtm_log, line)
+        sess = self._session()
+        if sess.log is None:
+            raise UsageError("This client has no live log")
+        if args.n is not None or sess.log.widget is None:
+            print(sess.run(sess.log.text, args.n if args.n is not None else 20))
+        else:
+            from IPython.display import display
+
+            display(sess.log)
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the client variable to stop (default: every client)")
+    @line_magic
+    def rtm_stop(self, line: str = "") -> None:
+        """Stop a client (or all): close the socket, remove handlers, stop the simulated workspace.
+
+        The client's recorded events stay available (``rtm.events``).
+        """
+        args = self._parse(self.rtm_stop, line)
+        targets = [self._session(args.name)] if args.name else list(self.sessions.values())
+        if not targets:
+            raise UsageError("No RTM client is running: nothing to stop")
+        for sess in targets:
+            self._stop_session(sess)
+            print(f"{sess.name}: stopped")
+
+    def close(self) -> None:
+        for sess in list(self.sessions.values()):
+            self._stop_session(sess)
+
+
+_pending: set[asyncio.Task] = set()
+
+
+async def _call_async(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+def _team_name(client: Any) -> str:
+    team = getattr(client, "team", None)
+    if isinstance(team, dict):
+        return str(team.get("name") or team.get("domain") or team.get("id") or "the workspace")
+    return str(team or "the workspace")
+
+
+async def _wait_connected(client: Any, timeout: float) -> str:
+    """Wait for the first connection (or for the client to give up); return the state."""
+    try:
+        async with asyncio.timeout(timeout):
+            while client.state not in ("connected", "stopped"):
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pass
+    return client.state
+
+
+async def _learn_names(client: Any, log: LiveLog | None) -> None:
+    """Give the log the workspace's user and channel names (one Web API pass)."""
+    web = _web_client(client)
+    if log is None or web is None:
+        return
+    try:
+        users, channels = await fetch_names(web)
+    except Exception as exc:  # names are a nicety: the log shows ids without them
+        print(f"rtm_notebook: could not load user/channel names ({exc}); the log shows ids", file=sys.__stderr__)
+        return
+    log.set_names(users=users, channels=channels)
+
+
+async def _after_connect(client: Any, log: LiveLog | None) -> None:
+    if await _wait_connected(client, 60.0) == "connected":
+        await _learn_names(client, log)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext rtm_notebook``: register the magics (idempotent)."""
+    global _current
+    if _current is not None:
+        return
+    magics = RTMMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.pre_run_cell)
+    install_routing()
+    _current = magics
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext rtm_notebook``: stop every client, remove handlers, restore stdout."""
+    global _current
+    magics, _current = _current, None
+    if magics is None:
+        return
+    try:
+        magics.close()
+    finally:
+        try:
+            ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
+        except ValueError:
+            pass
+        for kind in ("line", "cell"):
+            for name in [n for n in ipython.magics_manager.magics[kind] if n.startswith("rtm_")]:
+                del ipython.magics_manager.magics[kind][name]
+        uninstall_routing()
