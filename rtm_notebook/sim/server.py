@@ -1,0 +1,867 @@
+"""The simulated workspace's server: Web API and RTM sockets on one aiohttp app.
+
+It runs in its own thread with its own event loop, so a notebook kernel's
+loop never hosts it and a client under test cannot starve it (nor it the
+client). Public methods of :class:`SimWorkspace` may be called from any
+thread: they hand the work to the server's loop and wait for it.
+
+Where ``PROTOCOL.md`` is silent the server mimics real Slack, and the
+comments say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import ipaddress
+import logging
+import math
+import secrets
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from rtm_notebook.sim.model import Workspace
+from rtm_notebook.sim.traffic import Traffic
+from rtm_notebook.sim.webapi import ApiError, Args, WebApi
+
+log = logging.getLogger(__name__)
+
+URL_TTL = 30.0  # seconds a socket URL stays valid (Slack: 30 s)
+MAX_CLIENT_FRAME = 16 * 1024  # a bigger client frame disconnects the client
+RTM_MAX_TEXT = 4_000
+MAX_BODY = 1 << 20  # Web API request bodies
+# Client frame limit: about 1 message per second sustained, with a small burst.
+BUCKET_SIZE = 5
+BUCKET_RATE = 1.0
+# The generator waits while any socket has this many frames not yet written,
+# so a slow reader bounds memory instead of growing a queue without end.
+BACKLOG_HIGH = 20_000
+SEND_SLICE = 512  # frames a socket writes before letting other work run
+GEN_BATCH = 256  # events the generator makes before letting other work run
+CALL_TIMEOUT = 30.0
+
+# RTM error codes. Slack documents -1 (slow down), 1 (URL expired) and 2
+# (text missing); the others are the simulator's own, with Slack-like texts.
+E_SLOW_DOWN = {"code": -1, "msg": "slow down, too many messages..."}
+E_EXPIRED = {"code": 1, "msg": "Socket URL has expired"}
+E_NO_TEXT = {"code": 2, "msg": "message text is missing"}
+E_TOO_LONG = {"code": 3, "msg": "message text is too long (4000 characters at most)"}
+E_NO_CHANNEL = {"code": 4, "msg": "channel not found"}
+E_NOT_IN_CHANNEL = {"code": 5, "msg": "not in channel"}
+E_BAD_FRAME = 6
+E_UNSUPPORTED = {"code": 7, "msg": "unsupported message type"}
+
+MALFORMED_KINDS = ("not_json", "binary", "no_type", "array", "huge", "nested", "bad_utf8")
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+
+class _Ticket:
+    __slots__ = ("issued", "user", "expired", "used", "batch_presence", "presence_sub")
+
+    def __init__(self, user: str, expired: bool, batch_presence: bool, presence_sub: bool) -> None:
+        self.issued = time.monotonic()
+        self.user = user
+        self.expired = expired
+        self.used = False
+        self.batch_presence = batch_presence
+        self.presence_sub = presence_sub
+
+
+class _Conn:
+    """One RTM socket: its writer queue and per-socket state.
+
+    Every frame goes through ``queue`` and one sender task, so ``sim_seq``
+    follows wire order. Items are encoded JSON objects (``bytes``, which get
+    ``sim_seq`` spliced in), or tuples ``("raw", data, opcode)`` and
+    ``("close", code, reason)``.
+    """
+
+    __slots__ = ("number", "user", "ws", "request", "queue", "wake", "seq", "closing", "ignore_input",
+                 "subs", "batch_presence", "tokens", "refilled", "sender", "closer")
+
+    def __init__(self, number: int, user: str, ws: web.WebSocketResponse, request: web.Request, ticket: _Ticket) -> None:
+        self.number = number
+        self.user = user
+        self.ws = ws
+        self.request = request
+        self.queue: collections.deque[Any] = collections.deque()
+        self.wake = asyncio.Event()
+        self.seq = 0
+        self.closing = False  # the sender must write nothing more
+        self.ignore_input = False  # client frames are no longer answered
+        # None: every presence change; a set: only these users (presence_sub).
+        self.subs: set[str] | None = set() if ticket.presence_sub else None
+        self.batch_presence = ticket.batch_presence
+        self.tokens = float(BUCKET_SIZE)
+        self.refilled = time.monotonic()
+        self.sender: asyncio.Task | None = None
+        self.closer: asyncio.Task | None = None
+
+    def push(self, item: Any) -> None:
+        self.queue.append(item)
+        self.wake.set()
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.push(orjson.dumps(event))
+
+
+class SimWorkspace:
+    """A simulated Slack workspace: Web API + RTM over real loopback sockets.
+
+    ``with SimWorkspace(seed=1, rate=20) as sim:`` serves on 127.0.0.1 with an
+    ephemeral port. Point any Slack client at ``sim.base_url`` with
+    ``sim.token``. The same seed gives the same workspace and the same
+    traffic. ``rate`` is generated events per second (``float("inf")`` sends
+    as fast as the sockets take them); traffic flows while a socket is open.
+    """
+
+    def __init__(self, seed: int = 1, rate: float = 0.0, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        if not (rate >= 0):
+            raise ValueError(f"rate must be a number of events per second >= 0, got {rate!r}")
+        self.seed = seed
+        self._rate = float(rate)
+        self._host = host
+        self._port = port
+        self._ws = Workspace(seed)
+        self._traffic = Traffic(self._ws, seed)
+        self._api = WebApi(self._ws)
+        self._token = "xoxb-sim-" + secrets.token_hex(16)
+        self._tokens = {self._token: self._ws.bot_user_id}
+        self._user_tokens = {uid: "xoxp-sim-" + secrets.token_hex(16) for uid in self._ws.humans}
+        self._tokens.update({tok: uid for uid, tok in self._user_tokens.items()})
+        self._tickets: dict[str, _Ticket] = {}
+        self._conns: dict[int, _Conn] = {}
+        self._conn_count = 0
+        self._connect_calls: list[float] = []
+        self._sent: dict[int, int] = {}
+        self._received: list[dict[str, Any]] = []
+        self._after_hello = 0
+        self._stalled = False
+        self._stall_handle: asyncio.TimerHandle | None = None
+        self._rate_limit_calls = 0
+        self._retry_after = 1
+        self._fail_calls = 0
+        self._fail_error = ""
+        self._expire_next = False
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._gen_wake: asyncio.Event | None = None
+        self.base_url = ""
+
+    def __repr__(self) -> str:
+        state = self.base_url or "stopped"
+        return f"<SimWorkspace seed={self.seed} rate={self._rate:g} {state} token=xoxb-…>"
+
+    # -- lifecycle -----------------------------------------------------
+
+    def start(self) -> "SimWorkspace":
+        """Start serving (returns when the port is bound)."""
+        if self._thread is not None:
+            raise RuntimeError("this SimWorkspace is already running; make another one for a second workspace")
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(started,), name=f"rtm-sim-{self.seed}", daemon=True)
+        self._thread.start()
+        try:
+            started.result(timeout=CALL_TIMEOUT)
+        except BaseException:
+            self._thread.join(timeout=5)
+            self._thread = None
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Close every socket, stop the server and its thread. Idempotent."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if thread is threading.current_thread():
+            raise RuntimeError("SimWorkspace.stop() cannot be called from the workspace's own thread")
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=CALL_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=CALL_TIMEOUT)
+            self._thread = None
+            self.base_url = ""
+
+    def __enter__(self) -> "SimWorkspace":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _run(self, started: concurrent.futures.Future) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            try:
+                loop.run_until_complete(self._startup())
+            except BaseException as exc:
+                started.set_exception(exc)
+                return
+            started.set_result(None)
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._loop = None
+
+    async def _startup(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_get("/websocket/{ticket}", self._handle_socket)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self._port = port
+        self.base_url = f"http://{_url_host(self._host)}:{port}/api/"
+        self._gen_wake = asyncio.Event()
+        self._spawn(self._generate())
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        conns = list(self._conns.values())
+        for conn in conns:
+            conn.closing = True
+        if conns:
+            closing = [asyncio.ensure_future(c.ws.close(code=1001, message=b"server stopping")) for c in conns]
+            await asyncio.wait(closing, timeout=1.0)
+            for c in conns:
+                if c.request.transport is not None:
+                    c.request.transport.abort()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the server's loop and return its result."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            raise RuntimeError("the SimWorkspace is not running: use `with SimWorkspace() as sim:` or call start()")
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:  # handed to the calling thread
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return done.result(timeout=CALL_TIMEOUT)
+
+    # -- what the workspace is -----------------------------------------
+
+    @property
+    def token(self) -> str:
+        """The demo bot's token (accepted only by this workspace)."""
+        return self._token
+
+    @property
+    def bot_user_id(self) -> str:
+        return self._ws.bot_user_id
+
+    @property
+    def team(self) -> dict[str, Any]:
+        return dict(self._ws.team)
+
+    @property
+    def users(self) -> list[dict[str, Any]]:
+        """Every user (humans, then the bot) as ``users.info`` shows them."""
+        return [dict(u) for u in self._ws.users.values()]
+
+    @property
+    def channels(self) -> list[dict[str, Any]]:
+        """Public and private channels as the bot sees them (``conversations.info`` shape)."""
+        def snapshot() -> list[dict[str, Any]]:
+            return [c.to_api(self._ws.bot_user_id) for c in self._ws.conversations.values() if c.kind != "im"]
+        return self._call(snapshot) if self._thread is not None else snapshot()
+
+    def user_token(self, user_id: str) -> str:
+        """A token acting as the human ``user_id`` (an ``xoxp-`` user token)."""
+        try:
+            return self._user_tokens[user_id]
+        except KeyError:
+            raise ValueError(f"no human user {user_id!r} in this workspace; pick an id from sim.users") from None
+
+    @property
+    def connect_calls(self) -> list[float]:
+        """``time.monotonic()`` of every rtm.connect / rtm.start call, answered or not."""
+        return list(self._connect_calls)
+
+    @property
+    def sent(self) -> dict[int, int]:
+        """Socket number -> events written on it (the last ``sim_seq``)."""
+        return dict(self._sent)
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """Every JSON object received from clients, in arrival order."""
+        return list(self._received)
+
+    @property
+    def posted(self) -> list[dict[str, Any]]:
+        """Every message created by chat.postMessage, a socket or post_message()."""
+        return list(self._api.posted)
+
+    @property
+    def open_sockets(self) -> int:
+        return len(self._conns)
+
+    # -- traffic -------------------------------------------------------
+
+    def set_rate(self, events_per_second: float) -> None:
+        """Generated events per second; 0 stops, ``float("inf")`` is a firehose."""
+        if not (events_per_second >= 0):
+            raise ValueError(f"rate must be a number of events per second >= 0, got {events_per_second!r}")
+
+        def apply() -> None:
+            self._rate = float(events_per_second)
+            self._gen_wake.set()
+        self._call(apply)
+
+    def post_message(self, user: str, channel: str, text: str, thread_ts: str | None = None) -> dict[str, Any]:
+        """Post ``text`` as ``user`` (id or name) in ``channel`` (id or name) and broadcast it.
+
+        Returns the stored message, with ``channel``.
+        """
+        def post() -> dict[str, Any]:
+            uid = self._ws.user_id(user)
+            if uid is None:
+                raise ValueError(f"no user {user!r} in this workspace; pick an id or name from sim.users")
+            conv = self._ws.conversation(channel)
+            if conv is None:
+                raise ValueError(f"no channel {channel!r} in this workspace; pick an id or name from sim.channels")
+            try:
+                msg, event = self._api.new_message(conv, uid, text, thread_ts)
+            except ApiError as exc:
+                raise ValueError(f"cannot post: {exc.error} (thread_ts {thread_ts!r})") from None
+            self._broadcast(event)
+            return {"channel": conv.id, **msg}
+        return self._call(post)
+
+    def burst(self, n: int) -> None:
+        """Write ``n`` generated events at once to every open socket."""
+        def run() -> None:
+            for _ in range(n):
+                self._emit(self._traffic.next())
+        self._call(run)
+
+    def burst_after_hello(self, n: int) -> None:
+        """The next socket to connect gets ``n`` generated events right after ``hello``."""
+        def arm() -> None:
+            self._after_hello = n
+        self._call(arm)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if event["type"] == "presence_change":
+            self._broadcast_presence(event["user"], event["presence"])
+        else:
+            self._broadcast(event)
+
+    def _broadcast(self, event: dict[str, Any], exclude: _Conn | None = None) -> None:
+        body = orjson.dumps(event)
+        for conn in self._conns.values():
+            if conn is not exclude and not conn.closing:
+                conn.push(body)
+
+    def _broadcast_presence(self, user: str, presence: str) -> None:
+        single = orjson.dumps({"type": "presence_change", "user": user, "presence": presence})
+        batch = orjson.dumps({"type": "presence_change", "users": [user], "presence": presence})
+        for conn in self._conns.values():
+            if not conn.closing and (conn.subs is None or user in conn.subs):
+                conn.push(batch if conn.batch_presence else single)
+
+    def _backlogged(self) -> bool:
+        return any(len(c.queue) >= BACKLOG_HIGH for c in self._conns.values())
+
+    async def _generate(self) -> None:
+        """Emit ``rate`` events per second while a socket is open.
+
+        It owes no backlog: after a pause (no sockets, slow readers) it
+        resumes at the rate instead of catching up.
+        """
+        loop = asyncio.get_running_loop()
+        wake = self._gen_wake
+        epoch, emitted = loop.time(), 0
+        while True:
+            rate = self._rate
+            if rate <= 0 or not self._conns:
+                wake.clear()
+                await wake.wait()
+                epoch, emitted = loop.time(), 0
+                continue
+            if self._backlogged() or self._stalled:
+                await asyncio.sleep(0.005)
+                epoch, emitted = loop.time(), 0
+                continue
+            if math.isinf(rate):
+                due = GEN_BATCH
+            else:
+                elapsed = loop.time() - epoch
+                due = int(elapsed * rate) - emitted
+                if due <= 0:
+                    wake.clear()
+                    try:
+                        await asyncio.wait_for(wake.wait(), (emitted + 1) / rate - elapsed)
+                    except asyncio.TimeoutError:
+                        pass
+                    else:  # the rate changed or a socket opened: start counting again
+                        epoch, emitted = loop.time(), 0
+                    continue
+                if elapsed > 1.0 and due > rate:
+                    epoch, emitted, due = loop.time(), 0, 1
+                due = min(due, GEN_BATCH)
+            traffic_next, emit = self._traffic.next, self._emit
+            for _ in range(due):
+                emit(traffic_next())
+            emitted += due
+            await asyncio.sleep(0)
+
+    # -- faults --------------------------------------------------------
+
+    def drop_connections(self) -> None:
+        """Abort every socket's TCP connection: no close frame, no goodbye."""
+        def drop() -> None:
+            for conn in list(self._conns.values()):
+                conn.closing = True
+                if conn.request.transport is not None:
+                    conn.request.transport.abort()
+        self._call(drop)
+
+    def send_goodbye(self) -> None:
+        """Send ``goodbye`` on every socket (after what is queued), then close it."""
+        def goodbye() -> None:
+            for conn in self._conns.values():
+                conn.send({"type": "goodbye"})
+                conn.push(("close", 1000, b""))
+        self._call(goodbye)
+
+    def close_sockets(self, code: int = 1000, reason: str = "") -> None:
+        """Close every socket now with this close code."""
+        def close() -> None:
+            for conn in list(self._conns.values()):
+                self._close_now(conn, code, reason)
+        self._call(close)
+
+    def _close_now(self, conn: _Conn, code: int, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
+        conn.closer = self._spawn(conn.ws.close(code=code, message=reason.encode()))
+
+    def stall(self, seconds: float | None = None) -> None:
+        """Stop answering pings and stop sending, for ``seconds`` (None: until ``stall(0)``).
+
+        Nothing is lost: events queue up and go out when the stall ends.
+        """
+        def apply() -> None:
+            if self._stall_handle is not None:
+                self._stall_handle.cancel()
+                self._stall_handle = None
+            if seconds is not None and seconds <= 0:
+                self._unstall()
+                return
+            self._stalled = True
+            if seconds is not None:
+                self._stall_handle = self._loop.call_later(seconds, self._unstall)
+        self._call(apply)
+
+    def _unstall(self) -> None:
+        self._stalled = False
+        self._stall_handle = None
+        for conn in self._conns.values():
+            conn.wake.set()
+
+    def send_malformed(self, kind: str) -> None:
+        """Send one malformed frame on every socket; ``kind`` is one of MALFORMED_KINDS.
+
+        Malformed frames carry no ``sim_seq`` and are not counted in ``sent``.
+        """
+        frames = {
+            "not_json": (b"this is not JSON {", WSMsgType.TEXT),
+            "binary": (b"\x00\x01\x02binary frame", WSMsgType.BINARY),
+            "no_type": (b'{"channel":"C0","text":"an event without a type"}', WSMsgType.TEXT),
+            "array": (b'[{"type":"message","text":"inside an array"}]', WSMsgType.TEXT),
+            "huge": (orjson.dumps({"type": "message", "channel": "C0", "user": self._ws.humans[0],
+                                   "text": "x" * (2 << 20), "ts": "0000000000.000000"}), WSMsgType.TEXT),
+            "nested": (b'{"type":"message","text":"deep","nested":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                       WSMsgType.TEXT),
+            # Text frames must be valid UTF-8, so invalid bytes travel as binary.
+            "bad_utf8": (b'{"type":"message","text":"\xff\xfe\xc3\x28"}', WSMsgType.BINARY),
+        }
+        if kind not in frames:
+            raise ValueError(f"unknown malformed kind {kind!r}; use one of {', '.join(MALFORMED_KINDS)}")
+        data, opcode = frames[kind]
+
+        def send() -> None:
+            for conn in self._conns.values():
+                conn.push(("raw", data, opcode))
+        self._call(send)
+
+    def rate_limit_connect(self, calls: int, retry_after: int = 1) -> None:
+        """Answer the next ``calls`` rtm.connect/rtm.start with HTTP 429 and ``Retry-After``."""
+        def apply() -> None:
+            self._rate_limit_calls, self._retry_after = calls, retry_after
+        self._call(apply)
+
+    def fail_connect(self, error: str, calls: int = 1) -> None:
+        """Answer the next ``calls`` rtm.connect/rtm.start with ``{"ok": false, "error": error}``."""
+        def apply() -> None:
+            self._fail_error, self._fail_calls = error, calls
+        self._call(apply)
+
+    def expire_next_url(self) -> None:
+        """The next socket URL handed out is already expired."""
+        def apply() -> None:
+            self._expire_next = True
+        self._call(apply)
+
+    # -- Web API -------------------------------------------------------
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        try:
+            data = await _read_args(request)
+        except web.HTTPRequestEntityTooLarge:
+            # Slack answers oversized bodies with 413; the body is Slack-style.
+            return _json({"ok": False, "error": "request_too_large"}, status=413)
+        except ApiError as exc:
+            return _json(exc.body())
+        is_connect = method in ("rtm.connect", "rtm.start")
+        if method not in self._api.methods and not is_connect:
+            return _json({"ok": False, "error": "unknown_method", "req_method": method})
+        if is_connect:
+            self._connect_calls.append(time.monotonic())
+            if self._rate_limit_calls > 0:
+                self._rate_limit_calls -= 1
+                return _json({"ok": False, "error": "ratelimited"}, status=429,
+                             headers={"Retry-After": str(self._retry_after)})
+            if self._fail_calls > 0:
+                self._fail_calls -= 1
+                return _json({"ok": False, "error": self._fail_error})
+        token = _bearer(request)
+        body_token = data.pop("token", None)
+        if token is None and isinstance(body_token, str) and body_token:
+            token = body_token
+        if token is None:
+            return _json({"ok": False, "error": "not_authed"})
+        caller = self._tokens.get(token)
+        if caller is None:
+            return _json({"ok": False, "error": "invalid_auth"})
+        try:
+            if is_connect:
+                body = self._rtm_connect(request, caller, data, full=method == "rtm.start")
+                events: list[dict[str, Any]] = []
+            else:
+                body, events = self._api.call(method, caller, data)
+        except ApiError as exc:
+            return _json(exc.body())
+        except Exception:  # a bug here must not become a traceback or a hung request
+            log.exception("simulated %s failed", method)
+            return _json({"ok": False, "error": "internal_error"}, status=500)
+        for event in events:
+            self._broadcast(event)
+        return _json(body)
+
+    def _rtm_connect(self, request: web.Request, caller: str, data: dict[str, Any], *, full: bool) -> dict[str, Any]:
+        args = Args(data)
+        now = time.monotonic()
+        for key in [k for k, t in self._tickets.items() if now - t.issued > 2 * URL_TTL]:
+            del self._tickets[key]
+        ticket = _Ticket(caller, self._expire_next, args.bool("batch_presence_aware"), args.bool("presence_sub"))
+        self._expire_next = False
+        key = secrets.token_urlsafe(18)
+        self._tickets[key] = ticket
+        ws, me = self._ws, self._ws.users[caller]
+        body: dict[str, Any] = {
+            "ok": True,
+            "url": f"ws://{request.host}/websocket/{key}",
+            "team": {"id": ws.team_id, "name": ws.team["name"], "domain": ws.team["domain"]},
+            "self": {"id": caller, "name": me["name"]},
+        }
+        if full:
+            convs = list(ws.conversations.values())
+            body.update(
+                self={"id": caller, "name": me["name"], "prefs": {"emoji_use": "default", "tz": me["tz"]},
+                      "created": me["updated"], "manual_presence": "active"},
+                team=dict(ws.team),
+                users=[dict(u) for u in ws.users.values()],
+                channels=[dict(c.to_api(caller), members=sorted(c.members)) for c in convs if c.kind == "public"],
+                groups=[dict(c.to_api(caller), members=sorted(c.members)) for c in convs
+                        if c.kind == "private" and caller in c.members],
+                ims=[c.to_api(caller) for c in convs if c.kind == "im" and caller in c.members],
+                bots=[dict(b) for b in ws.bots],
+                mpims=[],
+                cache_ts=int(time.time()),
+                latest_event_ts=ws.clock.next(),
+            )
+        return body
+
+    # -- RTM socket ----------------------------------------------------
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = self._tickets.get(request.match_info["ticket"])
+        if ticket is None:
+            # Not a URL this workspace handed out: refuse the handshake.
+            return _json({"ok": False, "error": "invalid_url"}, status=404)
+        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, timeout=2.0)
+        await ws.prepare(request)
+        self._conn_count += 1
+        conn = _Conn(self._conn_count, ticket.user, ws, request, ticket)
+        conn.sender = self._spawn(self._sender(conn))
+        if ticket.used or ticket.expired or time.monotonic() - ticket.issued > URL_TTL:
+            # Slack: a stale (or reused: URLs are single-use) URL gets this, then the close.
+            conn.send({"type": "error", "error": E_EXPIRED})
+            conn.push(("close", 1000, b""))
+            conn.ignore_input = True
+        else:
+            ticket.used = True
+            conn.send({"type": "hello"})
+            self._conns[conn.number] = conn
+            self._gen_wake.set()
+            if self._after_hello:
+                n, self._after_hello = self._after_hello, 0
+                for _ in range(n):
+                    self._emit(self._traffic.next())
+        try:
+            async for msg in ws:
+                if conn.ignore_input or conn.closing:
+                    continue
+                if msg.type is WSMsgType.TEXT:
+                    self._on_client_frame(conn, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    conn.send({"type": "error", "error": {"code": E_BAD_FRAME, "msg": "binary frames are not supported; send JSON text"}})
+                else:  # ERROR: the frame was too big (aiohttp already sent close 1009) or the read failed
+                    break
+        finally:
+            self._conns.pop(conn.number, None)
+            if conn.closing or conn.ignore_input:
+                # Our side is closing: let the close handshake (and a pending
+                # error frame) finish before the handler returns.
+                conn.wake.set()
+                await asyncio.wait({t for t in (conn.sender, conn.closer) if t is not None}, timeout=3.0)
+            conn.closing = True
+            conn.sender.cancel()
+        return ws
+
+    async def _sender(self, conn: _Conn) -> None:
+        ws, queue = conn.ws, conn.queue
+        try:
+            while not conn.closing:
+                if not queue or self._stalled:
+                    conn.wake.clear()
+                    await conn.wake.wait()
+                    continue
+                written = 0
+                while queue and written < SEND_SLICE:
+                    if conn.closing or self._stalled:
+                        break
+                    item = queue.popleft()
+                    if type(item) is bytes:
+                        conn.seq += 1
+                        await ws.send_frame(item[:-1] + b',"sim_seq":%d}' % conn.seq, WSMsgType.TEXT)
+                        self._sent[conn.number] = conn.seq
+                    elif item[0] == "raw":
+                        await ws.send_frame(item[1], item[2])
+                    else:
+                        conn.closing = True
+                        await ws.close(code=item[1], message=item[2])
+                        return
+                    written += 1
+                await asyncio.sleep(0)
+        except ConnectionError:
+            conn.closing = True  # the peer went away; the reader notices too
+
+    def _on_client_frame(self, conn: _Conn, text: str) -> None:
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            frame = None
+        if not isinstance(frame, dict):
+            conn.send({"type": "error", "error": {"code": E_BAD_FRAME, "msg": "frames must be JSON objects"}})
+            return
+        self._received.append(frame)
+        kind = frame.get("type")
+        msg_id = frame.get("id")
+        if kind == "ping":
+            if not self._stalled:
+                pong = {k: v for k, v in frame.items() if k not in ("type", "id")}
+                pong["type"] = "pong"
+                pong["reply_to"] = msg_id
+                conn.send(pong)
+            return
+        if kind in ("presence_sub", "presence_query"):
+            self._on_presence(conn, frame, kind, msg_id)
+            return
+        if kind in ("message", "typing") and not self._take_token(conn):
+            conn.send({"ok": False, "reply_to": msg_id, "error": E_SLOW_DOWN})
+            conn.push(("close", 1008, b"too many messages"))
+            conn.ignore_input = True
+            return
+        if kind == "message":
+            self._on_message(conn, frame, msg_id)
+        elif kind == "typing":
+            conv = self._ws.conversation(frame.get("channel")) if isinstance(frame.get("channel"), str) else None
+            # Slack ignores typing for a channel you cannot see, so does the sim.
+            if conv is not None and self._ws.visible(conv, conn.user):
+                self._broadcast({"type": "user_typing", "channel": conv.id, "user": conn.user}, exclude=conn)
+        else:
+            conn.send({"ok": False, "reply_to": msg_id, "error": E_UNSUPPORTED})
+
+    def _take_token(self, conn: _Conn) -> bool:
+        now = time.monotonic()
+        conn.tokens = min(BUCKET_SIZE, conn.tokens + (now - conn.refilled) * BUCKET_RATE)
+        conn.refilled = now
+        if conn.tokens < 1.0:
+            return False
+        conn.tokens -= 1.0
+        return True
+
+    def _on_message(self, conn: _Conn, frame: dict[str, Any], msg_id: Any) -> None:
+        def fail(error: dict[str, Any]) -> None:
+            conn.send({"ok": False, "reply_to": msg_id, "error": error})
+
+        channel, text, thread_ts = frame.get("channel"), frame.get("text"), frame.get("thread_ts")
+        conv = self._ws.conversation(channel) if isinstance(channel, str) else None
+        if conv is None or not self._ws.visible(conv, conn.user):
+            return fail(E_NO_CHANNEL)
+        if conn.user not in conv.members:
+            return fail(E_NOT_IN_CHANNEL)
+        if not isinstance(text, str) or not text:
+            return fail(E_NO_TEXT)
+        if len(text) > RTM_MAX_TEXT:
+            return fail(E_TOO_LONG)
+        try:
+            msg, event = self._api.new_message(conv, conn.user, text, thread_ts if isinstance(thread_ts, str) else None)
+        except ApiError as exc:
+            return fail({"code": E_BAD_FRAME, "msg": exc.error})
+        conn.send({"ok": True, "reply_to": msg_id, "ts": msg["ts"], "text": text})
+        self._broadcast(event, exclude=conn)
+
+    def _on_presence(self, conn: _Conn, frame: dict[str, Any], kind: str, msg_id: Any) -> None:
+        ids = frame.get("ids")
+        if not isinstance(ids, list) or len(ids) > 500 or not all(isinstance(i, str) for i in ids):
+            conn.send({"ok": False, "reply_to": msg_id,
+                       "error": {"code": E_BAD_FRAME, "msg": "ids must be a list of at most 500 user IDs"}})
+            return
+        if kind == "presence_sub":
+            conn.subs = set(ids)
+        known = [u for u in ids if u in self._ws.presence]
+        if conn.batch_presence:
+            for presence in ("active", "away"):
+                users = [u for u in known if self._ws.presence[u] == presence]
+                if users:
+                    conn.send({"type": "presence_change", "users": users, "presence": presence})
+        else:
+            for user in known:
+                conn.send({"type": "presence_change", "user": user, "presence": self._ws.presence[user]})
+
+
+def _url_host(host: str) -> str:
+    """The host to put in URLs: a wildcard bind is reached through loopback."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]"
+    except ValueError:
+        pass
+    return host
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def _read_args(request: web.Request) -> dict[str, Any]:
+    """Arguments from the query string and the body (form or JSON)."""
+    data: dict[str, Any] = dict(request.query)
+    # Slack stopped accepting tokens in query strings (2021); so does the sim.
+    data.pop("token", None)
+    if request.method != "POST" or not request.body_exists:
+        return data
+    ctype = request.content_type
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.post()
+        except ValueError:
+            raise ApiError("invalid_form_data") from None
+        data.update(form)
+        return data
+    raw = await request.read()
+    if not raw.strip():
+        return data
+    if ctype == "application/json":
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError("invalid_json") from None
+        if not isinstance(body, dict):
+            raise ApiError("json_not_object")
+        data.update(body)
+    elif ctype == "application/x-www-form-urlencoded":
+        try:
+            data.update(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError("invalid_form_data") from None
+    else:
+        raise ApiError("invalid_post_type")
+    return data
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, seed: int = 1) -> int:
+    """``rtm-notebook sim``: serve a workspace in the foreground until Ctrl-C."""
+    with SimWorkspace(seed=seed, rate=rate, host=host, port=port) as sim:
+        team = sim.team["name"]
+        print(f"Simulated Slack workspace {team!r} (seed {seed}, {rate:g} events/s)")
+        print(f"  base URL: {sim.base_url}")
+        print(f"  token:    {sim.token}")
+        if not _is_loopback(host):
+            print(f"  warning: bound to {host}, so other machines can reach it")
+        print("Ctrl-C stops it.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
