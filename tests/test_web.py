@@ -378,3 +378,170 @@ def test_token_is_sent_as_bearer_and_can_be_overridden_per_call(faults):
     with WebClient(base_url=faults.base_url) as anonymous:
         anonymous.api_call("who.nobody")
     assert dict(faults.calls)["who.nobody"] is None
+
+
+# --- against the simulated workspace --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim():
+    from rtm_notebook.sim import SimWorkspace
+
+    with SimWorkspace(seed=7) as workspace:
+        yield workspace
+
+
+@pytest.fixture
+def client(sim):
+    with WebClient(sim.token, base_url=sim.base_url) as c:
+        yield c
+
+
+def channel_id(client, name):
+    page = client.conversations_list(types=["public_channel", "private_channel"], limit=1000)
+    return next(c["id"] for c in page["channels"] if c["name"] == name)
+
+
+def test_auth_test_sync(sim, client):
+    resp = client.auth_test()
+    assert resp.ok and resp["user_id"] == sim.bot_user_id and resp.status_code == 200
+    assert resp.method == "auth.test" and repr(resp) == "<SlackResponse auth.test ok>"
+
+
+async def test_auth_test_async(sim):
+    async with AsyncWebClient(sim.token, base_url=sim.base_url) as client:
+        resp = await client.auth_test()
+        assert resp["user_id"] == sim.bot_user_id
+        assert (await client.api_call("auth.test"))["team_id"] == resp["team_id"]
+
+
+def test_post_as_form_as_json_and_read_with_get(sim, client):
+    general = channel_id(client, "general")
+    form = client.chat_postMessage(channel=general, text="posted as form fields")
+    assert form["channel"] == general and form["message"]["text"] == "posted as form fields"
+    reply = client.chat_postMessage(channel=general, text="a thread reply", thread_ts=form["ts"])
+    assert reply["message"]["thread_ts"] == form["ts"]
+    as_json = client.api_call("chat.postMessage", json={"channel": general, "text": "posted as a JSON body"})
+    assert as_json["ts"] > form["ts"]
+    posted = {m["text"] for m in sim.posted}
+    assert {"posted as form fields", "a thread reply", "posted as a JSON body"} <= posted
+    info = client.api_call("conversations.info", http_verb="GET", channel=general)
+    assert info["channel"]["id"] == general and info["channel"]["name"] == "general"
+    history = client.conversations_history(channel=general, limit=3)
+    assert history["messages"][0]["text"] == "posted as a JSON body"
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda c: c.chat_postMessage(channel="C0NOSUCHONE", text="hi"), "channel_not_found"),
+    (lambda c: c.api_call("chat.noSuchMethod"), "unknown_method"),
+    (lambda c: c.users_info(user="U0NOBODY"), "user_not_found"),
+])
+def test_ok_false_raises_slack_api_error_carrying_the_response(client, call, error):
+    with pytest.raises(SlackApiError) as info:
+        call(client)
+    assert info.value.error == error and info.value.response["error"] == error
+    assert isinstance(info.value.response, SlackResponse) and not info.value.response.ok
+    assert error in str(info.value) and info.value.response.method in str(info.value)
+
+
+async def test_bad_or_missing_token_async(sim):
+    async with AsyncWebClient("xoxb-not-a-real-token", base_url=sim.base_url) as bad:
+        with pytest.raises(SlackApiError, match="invalid_auth") as info:
+            await bad.auth_test()
+        assert "xoxb-not-a-real-token" not in str(info.value)
+    async with AsyncWebClient(base_url=sim.base_url) as anonymous:
+        with pytest.raises(SlackApiError) as info:
+            await anonymous.auth_test()
+        assert info.value.error == "not_authed" and "token=" in str(info.value)
+
+
+def test_429_waits_retry_after_then_succeeds(sim, client):
+    before = len(sim.connect_calls)
+    sim.rate_limit_connect(2, retry_after=1)
+    resp = client.rtm_connect()
+    assert resp.ok and resp["url"].startswith("ws")
+    calls = sim.connect_calls[before:]
+    assert len(calls) == 3
+    # Causality, not speed: no retry reached the server before Retry-After had passed.
+    assert all(later - earlier >= 1 - 0.01 for earlier, later in zip(calls, calls[1:]))
+
+
+async def test_429_is_bounded_and_raises_with_the_429_response(sim):
+    before = len(sim.connect_calls)
+    sim.rate_limit_connect(2, retry_after=1)
+    async with AsyncWebClient(sim.token, base_url=sim.base_url, max_retries=1) as client:
+        with pytest.raises(SlackApiError) as info:
+            await client.rtm_connect()
+        assert info.value.response.status_code == 429 and info.value.error == "ratelimited"
+        assert "after 1 retry" in str(info.value)
+        calls = sim.connect_calls[before:]
+        assert len(calls) == 2 and calls[1] - calls[0] >= 1 - 0.01
+        # The limit is used up: the next call goes through at once.
+        assert (await client.rtm_connect()).ok
+    assert len(sim.connect_calls) == before + 3
+
+
+def test_paginate_users_list_yields_every_member_once(sim, client):
+    pages = list(client.paginate("users.list", limit=3))
+    ids = [m["id"] for page in pages for m in page["members"]]
+    assert len(pages) > 2 and len(ids) == len(set(ids))
+    assert set(ids) == {u["id"] for u in client.users_list()["members"]}
+    assert sim.bot_user_id in ids
+    assert all(len(page["members"]) <= 3 for page in pages)
+
+
+async def test_paginate_conversations_list_async(sim):
+    async with AsyncWebClient(sim.token, base_url=sim.base_url) as client:
+        everything = await client.conversations_list(types="public_channel,private_channel,im", limit=1000)
+        pages = [page async for page in client.paginate("conversations.list", types="public_channel,private_channel,im", limit=2)]
+    ids = [c["id"] for page in pages for c in page["channels"]]
+    assert len(pages) > 2 and len(ids) == len(set(ids))
+    assert ids == [c["id"] for c in everything["channels"]]
+
+
+def test_sync_client_from_many_threads_at_once(sim, client):
+    general = channel_id(client, "general")
+    start = threading.Barrier(8)
+
+    def work(worker):
+        start.wait(10)
+        out = []
+        for i in range(5):
+            out.append(client.chat_postMessage(channel=general, text=f"thread {worker} message {i}")["ts"])
+            out.append(client.users_info(user=sim.bot_user_id)["user"]["id"])
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    ts_values = [ts for r in results for ts in r[0::2]]
+    assert len(set(ts_values)) == 40
+    assert all(uid == sim.bot_user_id for r in results for uid in r[1::2])
+    posted = {m["text"] for m in sim.posted}
+    assert {f"thread {w} message {i}" for w in range(8) for i in range(5)} <= posted
+
+
+def test_tokens_never_reach_logs_reprs_or_errors(sim, caplog):
+    caplog.set_level(logging.DEBUG)
+    human = sim.users[0]["id"]
+    tokens = [sim.token, sim.user_token(human), "xoxb-999-wrong-token"]
+    seen = []
+    with WebClient(sim.token, base_url=sim.base_url) as client:
+        seen.append(repr(client))
+        seen.append(repr(client.auth_test()))
+        seen.append(repr(client.auth_test(token=sim.user_token(human))))
+        sim.rate_limit_connect(1, retry_after=1)
+        seen.append(repr(client.rtm_connect()))
+        for call in (lambda: client.chat_postMessage(channel="C0NOSUCHONE", text="x"),
+                     lambda: client.auth_test(token="xoxb-999-wrong-token")):
+            with pytest.raises(SlackApiError) as info:
+                call()
+            seen += [str(info.value), repr(info.value), repr(info.value.response)]
+    with WebClient(sim.token, base_url=closed_port_url(), max_retries=0) as dead:
+        with pytest.raises(SlackApiError) as info:
+            dead.auth_test()
+        seen += [str(info.value), repr(dead)]
+    logged = caplog.text + "".join(repr(r.args) for r in caplog.records)
+    assert "chat.postMessage -> HTTP 200" in logged and "rtm.connect answered HTTP 429" in logged
+    for token in tokens:
+        assert token not in logged
+        assert not [text for text in seen if token in text]
