@@ -119,7 +119,7 @@ class SlackResponse(Mapping[str, Any]):
         if self.ok:
             return self
         error = self.data.get("error")
-        code = error if isinstance(error, str) and error else "no error code given"
+        code = str(error) if error not in (None, "") else "no error code given"
         message = f"Slack's {self.method} failed: {code}"
         if self.status_code != 200:
             message += f" (HTTP {self.status_code})"
@@ -286,7 +286,7 @@ def _after_transport_error(method: str, base_url: str, exc: httpx.TransportError
         advice = "Slack may or may not have carried it out; check before repeating a write."
     else:
         advice = f"Gave up after {attempt} retr{'y' if attempt == 1 else 'ies'}; check the network, base_url and proxy."
-    raise SlackApiError(f"Could not call Slack's {method} at {base_url} ({detail}). {advice}")
+    raise SlackApiError(f"Could not call Slack's {method} at {base_url} ({detail}). {advice}") from exc
 
 
 # --- the clients ----------------------------------------------------------------
