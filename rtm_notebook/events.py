@@ -66,6 +66,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["COLUMNS", "EventFrame"]
 
@@ -76,7 +77,12 @@ COLUMNS = ["received_at", "type", "subtype", "channel", "user", "text", "ts",
 # per chunk; this size keeps that pause at a few milliseconds while making
 # the per-chunk overhead (array headers, one pyarrow chunk per column)
 # negligible. See benchmarks/bench_events.py.
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 2048
+
+# The chunks' arrays come from the C allocator rather than pyarrow's default
+# pool (mimalloc): mimalloc keeps the builders' freed scratch buffers
+# mapped, which measured about 1.4x the recorded data in extra RSS.
+_POOL = pa.system_memory_pool()
 
 # Positions in a row tuple (the row tuple is in COLUMNS order).
 _RECEIVED_AT, _REPLY_TO, _DIRECTION, _CONNECTION, _SEQ, _RAW = 0, 9, 10, 11, 12, 13
@@ -89,13 +95,23 @@ def _extract(event: dict) -> tuple:
     """Return (type, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to).
 
     Values are returned as found (not normalised) so this stays cheap; the
-    rules are in the module docstring.
+    rules are in the module docstring. EventFrame.append inlines the first
+    lines of this function: keep the two in step.
     """
     get = event.get
     channel = get("channel")
     user = get("user")
     text = get("text")
     thread_ts = get("thread_ts")
+    if channel.__class__ is not str or user.__class__ is not str or "message" in event:
+        channel, user, text, thread_ts = _resolve(event, channel, user, text, thread_ts)
+    return (get("type"), get("subtype"), channel, user, text, get("ts"), thread_ts,
+            get("event_ts"), get("reply_to"))
+
+
+def _resolve(event: dict, channel: Any, user: Any, text: Any, thread_ts: Any) -> tuple:
+    """The nested-object rules, for the events where a plain field is missing."""
+    get = event.get
     if channel is None:
         item = get("item")
         if isinstance(item, dict):
@@ -115,8 +131,7 @@ def _extract(event: dict) -> tuple:
                 text = message.get("text")
             if thread_ts is None:
                 thread_ts = message.get("thread_ts")
-    return (get("type"), get("subtype"), channel, user, text, get("ts"), thread_ts,
-            get("event_ts"), get("reply_to"))
+    return channel, user, text, thread_ts
 
 
 def _encode(event: dict) -> bytes:
@@ -154,9 +169,9 @@ def _as_reply_to(value: Any) -> int | None:
 
 def _string_array(values) -> pa.Array:
     try:
-        return pa.array(values, type=pa.large_string())
+        return pa.array(values, type=pa.large_string(), memory_pool=_POOL)
     except (pa.ArrowException, UnicodeEncodeError):
-        return pa.array([_as_text(v) for v in values], type=pa.large_string())
+        return pa.array([_as_text(v) for v in values], type=pa.large_string(), memory_pool=_POOL)
 
 
 class _Chunk:
@@ -172,12 +187,12 @@ class _Chunk:
         self.strings = [_string_array(cols[i]) for i in _STRING_FIELDS]
         reply = cols[_REPLY_TO]
         try:
-            arr = pa.array(reply, type=pa.int64())
+            arr = pa.array(reply, type=pa.int64(), memory_pool=_POOL)
         except (pa.ArrowException, OverflowError):
-            arr = pa.array([_as_reply_to(v) for v in reply], type=pa.int64())
-        self.reply_mask = arr.is_null().to_numpy(zero_copy_only=False)
-        self.reply_values = arr.fill_null(0).to_numpy(zero_copy_only=False)
-        self.direction = pa.array(cols[_DIRECTION], type=pa.large_string())
+            arr = pa.array([_as_reply_to(v) for v in reply], type=pa.int64(), memory_pool=_POOL)
+        self.reply_mask = pc.is_null(arr, memory_pool=_POOL).to_numpy(zero_copy_only=False)
+        self.reply_values = pc.coalesce(arr, pa.scalar(0, pa.int64()), memory_pool=_POOL).to_numpy()
+        self.direction = pa.array(cols[_DIRECTION], type=pa.large_string(), memory_pool=_POOL)
         self.connection = np.array(cols[_CONNECTION], dtype=np.int64)
         self.seq = np.array(cols[_SEQ], dtype=np.int64)
         self.raw = _string_array(cols[_RAW])
@@ -420,8 +435,16 @@ class EventFrame:
             partial = self._partial
         seq = self._next_seq
         self._next_seq = seq + 1
-        t, st, ch, u, tx, ts, tts, ets, rt = _extract(event)
-        row = (received_at, t, st, ch, u, tx, ts, tts, ets, rt, direction, connection, seq, raw)
+        # _extract, inlined: this is the per-event cost of the whole client.
+        get = event.get
+        channel = get("channel")
+        user = get("user")
+        text = get("text")
+        thread_ts = get("thread_ts")
+        if channel.__class__ is not str or user.__class__ is not str or "message" in event:
+            channel, user, text, thread_ts = _resolve(event, channel, user, text, thread_ts)
+        row = (received_at, get("type"), get("subtype"), channel, user, text, get("ts"), thread_ts,
+               get("event_ts"), get("reply_to"), direction, connection, seq, raw)
         partial.append(row)
         if self._record is not None:
             self._record(row)

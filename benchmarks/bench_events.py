@@ -1,0 +1,269 @@
+"""EventFrame at a million events: memory, materialisation, append cost.
+
+Run: ``.venv/bin/python -m benchmarks.bench_events`` (``--events N`` to
+scale; the targets are stated for 1,000,000).
+
+Each measurement runs in a fresh interpreter so its RSS baseline is clean.
+Events follow the simulated workspace's traffic mix (messages, thread
+replies, edits, deletes, reactions, typing, presence, joins), each built as
+JSON text and decoded with orjson, as the client does, then appended with
+that text as ``raw``.
+
+* memory: RSS growth from before the first append to after ``to_pandas()``
+  with the DataFrame alive, divided by the UTF-8 size of all the events'
+  JSON. The generator's own objects are freed as it goes, so what remains
+  is the frame (chunks, the last partial chunk, the cached DataFrame).
+* to_pandas: the first materialisation after the last append.
+* append: per-call latency (p50/p99/max; max includes converting a full
+  chunk to columns) and sustained appends/s with raw given, with raw=None
+  (orjson encodes) and with record_to on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+import orjson
+
+WORDS = ("the deploy is done can someone review my PR lunch anyone standup in five minutes "
+         "ship it looks good to me thanks build failed again on main please retry the job "
+         "meeting notes are in the doc").split()
+REACTIONS = ["thumbsup", "eyes", "tada", "white_check_mark", "heart", "joy", "rocket", "pray", "100"]
+KINDS = [("message", 40), ("reply", 12), ("bot_message", 3), ("edit", 6), ("delete", 3),
+         ("reaction", 12), ("typing", 12), ("presence", 8), ("join", 4)]
+
+
+class Traffic:
+    """Seeded stream of (event dict, JSON text) pairs shaped like Slack RTM events."""
+
+    def __init__(self, seed: int = 1) -> None:
+        rng = self.rng = random.Random(seed)
+        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+        self.users = ["U" + "".join(rng.choice(alphabet) for _ in range(10)) for _ in range(200)]
+        self.channels = ["C" + "".join(rng.choice(alphabet) for _ in range(10)) for _ in range(30)]
+        self.kinds = [k for k, _ in KINDS]
+        self.weights = [w for _, w in KINDS]
+        self.clock = 1_700_000_000.0
+        self.recent: list[tuple[str, str, str]] = []  # (channel, ts, user)
+
+    def _ts(self) -> str:
+        self.clock += 0.000137
+        return f"{self.clock:.6f}"
+
+    def _text(self) -> str:
+        rng = self.rng
+        words = rng.choices(WORDS, k=rng.randint(3, 18))
+        if rng.random() < 0.2:
+            words.insert(0, f"<@{rng.choice(self.users)}>")
+        return " ".join(words)
+
+    def event(self) -> dict:
+        rng = self.rng
+        kind = rng.choices(self.kinds, self.weights)[0]
+        channel, user, ts = rng.choice(self.channels), rng.choice(self.users), self._ts()
+        if kind in ("message", "reply") or not self.recent:
+            event = {"type": "message", "channel": channel, "user": user, "text": self._text(), "ts": ts,
+                     "team": "T0SIMTEAM1", "client_msg_id": "%08x-%04x-4%03x-a%03x-%012x" % (
+                         rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(12), rng.getrandbits(12),
+                         rng.getrandbits(48))}
+            if kind == "reply":
+                event["thread_ts"] = rng.choice(self.recent)[1] if self.recent else ts
+            self.recent.append((channel, ts, user))
+            del self.recent[:-200]
+            return event
+        parent_channel, parent_ts, parent_user = rng.choice(self.recent)
+        if kind == "bot_message":
+            return {"type": "message", "subtype": "bot_message", "channel": channel, "ts": ts,
+                    "text": f"deploy #{rng.randrange(10_000)} finished", "bot_id": "B0SIMBOT01", "username": "deploy-bot"}
+        if kind == "edit":
+            return {"type": "message", "subtype": "message_changed", "hidden": True, "channel": parent_channel,
+                    "ts": ts, "event_ts": ts, "message": {"type": "message", "user": parent_user, "text": self._text(),
+                                                          "ts": parent_ts, "edited": {"user": parent_user, "ts": ts}}}
+        if kind == "delete":
+            return {"type": "message", "subtype": "message_deleted", "hidden": True, "channel": parent_channel,
+                    "ts": ts, "deleted_ts": parent_ts, "event_ts": ts}
+        if kind == "reaction":
+            return {"type": "reaction_added", "user": user, "reaction": rng.choice(REACTIONS), "item_user": parent_user,
+                    "item": {"type": "message", "channel": parent_channel, "ts": parent_ts}, "event_ts": ts, "ts": ts}
+        if kind == "typing":
+            return {"type": "user_typing", "channel": channel, "user": user}
+        if kind == "presence":
+            return {"type": "presence_change", "user": user, "presence": rng.choice(["active", "away"])}
+        return {"type": "member_joined_channel", "user": user, "channel": channel, "channel_type": "C",
+                "team": "T0SIMTEAM1", "event_ts": ts}
+
+    def frame(self) -> tuple[dict, str]:
+        """One event as the client has it: decoded from the frame's text."""
+        raw = orjson.dumps(self.event()).decode()
+        return orjson.loads(raw), raw
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_memory(n: int) -> dict:
+    import numpy as np
+    import pyarrow as pa
+
+    from rtm_notebook import events as events_module
+    from rtm_notebook.events import EventFrame
+
+    traffic = Traffic()
+    warm = EventFrame()
+    for _ in range(10):
+        warm.append(*traffic.frame())
+    warm.to_pandas()
+    del warm
+    latency = np.zeros(n, dtype=np.int64)  # allocated (and touched) before the baseline
+    latency[:] = 1
+    clock = time.perf_counter_ns
+    gc.collect()
+    arrow_bytes = lambda: pa.total_allocated_bytes() + pa.system_memory_pool().bytes_allocated()
+    base_rss, base_arrow = rss(), arrow_bytes()
+
+    frame = EventFrame()
+    append = frame.append
+    json_bytes = 0
+    for i in range(n):
+        event, raw = traffic.frame()
+        json_bytes += len(raw.encode())
+        t0 = clock()
+        append(event, raw)
+        latency[i] = clock() - t0
+    del event, raw
+    gc.collect()
+    rss_appended = rss()
+
+    t0 = time.perf_counter()
+    df = frame.to_pandas()
+    materialise = time.perf_counter() - t0
+    gc.collect()
+    rss_frame = rss()
+    t0 = time.perf_counter()
+    again = frame.to_pandas()
+    cached = time.perf_counter() - t0
+    assert again is df and len(df) == n
+    frame.append(*traffic.frame())
+    t0 = time.perf_counter()
+    frame.to_pandas()
+    one_more = time.perf_counter() - t0
+
+    chunk = events_module.CHUNK_ROWS
+    sealing = latency[chunk::chunk]  # the append that starts a new chunk converts the full one
+    plain = np.delete(latency, np.arange(chunk, n, chunk))
+    return {
+        "events": n,
+        "json_mb": json_bytes / 1e6,
+        "mean_json_bytes": json_bytes / n,
+        "rss_appended_mb": (rss_appended - base_rss) / 1e6,
+        "rss_frame_mb": (rss_frame - base_rss) / 1e6,
+        "arrow_mb": (arrow_bytes() - base_arrow) / 1e6,
+        "df_deep_mb": df.memory_usage(deep=True).sum() / 1e6,
+        "ratio": (rss_frame - base_rss) / json_bytes,
+        "to_pandas_s": materialise,
+        "to_pandas_cached_s": cached,
+        "to_pandas_one_more_s": one_more,
+        "append_p50_us": float(np.percentile(plain, 50)) / 1e3,
+        "append_p99_us": float(np.percentile(plain, 99)) / 1e3,
+        "append_max_plain_us": float(plain.max()) / 1e3,
+        "seal_median_ms": float(np.median(sealing)) / 1e6 if len(sealing) else 0.0,
+        "seal_max_ms": float(sealing.max()) / 1e6 if len(sealing) else 0.0,
+        "chunk_rows": chunk,
+    }
+
+
+def bench_throughput(n: int) -> dict:
+    from rtm_notebook.events import EventFrame
+
+    traffic = Traffic(seed=2)
+    pool = [traffic.frame() for _ in range(min(n, 100_000))]
+    events_only = [event for event, _ in pool]
+    out = {}
+
+    def run(label: str, frame: EventFrame, with_raw: bool) -> None:
+        append = frame.append
+        k = len(pool)
+        gc.collect()
+        t0 = time.perf_counter()
+        if with_raw:
+            for i in range(n):
+                event, raw = pool[i % k]
+                append(event, raw)
+        else:
+            for i in range(n):
+                append(events_only[i % k])
+        out[label] = n / (time.perf_counter() - t0)
+
+    run("appends_per_s_raw", EventFrame(), True)
+    run("appends_per_s_encode", EventFrame(), False)
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = EventFrame(record_to=os.path.join(tmp, "events.jsonl"))
+        run("appends_per_s_record_to", frame, True)
+        t0 = time.perf_counter()
+        frame.close()
+        out["record_close_s"] = time.perf_counter() - t0
+        out["record_file_mb"] = os.path.getsize(os.path.join(tmp, "events.jsonl")) / 1e6
+        t0 = time.perf_counter()
+        EventFrame.read(os.path.join(tmp, "events.jsonl"))
+        out["read_s"] = time.perf_counter() - t0
+    return out
+
+
+def run_phase(phase: str, n: int) -> dict:
+    result = subprocess.run([sys.executable, "-m", "benchmarks.bench_events", "--phase", phase, "--events", str(n)],
+                            check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--phase", choices=["memory", "throughput"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps((bench_memory if args.phase == "memory" else bench_throughput)(args.events)))
+        return
+
+    n = args.events
+    m = run_phase("memory", n)
+    t = run_phase("throughput", n)
+    rows = [
+        ("events recorded", f"{n:,}", ""),
+        ("JSON text of those events", f"{m['json_mb']:.1f} MB ({m['mean_json_bytes']:.0f} B/event)", ""),
+        ("RSS growth after appends", f"{m['rss_appended_mb']:.1f} MB", ""),
+        ("RSS growth incl. cached DataFrame", f"{m['rss_frame_mb']:.1f} MB", ""),
+        ("  of which pyarrow buffers", f"{m['arrow_mb']:.1f} MB", ""),
+        ("  DataFrame memory_usage(deep)", f"{m['df_deep_mb']:.1f} MB", ""),
+        ("memory / JSON size", f"{m['ratio']:.2f}x", "<= 3x"),
+        ("to_pandas(), first after appends", f"{m['to_pandas_s'] * 1e3:.0f} ms", "< 2000 ms"),
+        ("to_pandas(), cached", f"{m['to_pandas_cached_s'] * 1e6:.0f} us", ""),
+        ("to_pandas() after 1 more append", f"{m['to_pandas_one_more_s'] * 1e3:.0f} ms", ""),
+        ("append latency p50 / p99", f"{m['append_p50_us']:.2f} / {m['append_p99_us']:.2f} us", ""),
+        ("append latency max (no chunk conversion)", f"{m['append_max_plain_us']:.0f} us", ""),
+        (f"chunk conversion pause ({m['chunk_rows']} rows) median / max",
+         f"{m['seal_median_ms']:.1f} / {m['seal_max_ms']:.1f} ms", "a few tens of ms at most"),
+        ("appends/s, raw given", f"{t['appends_per_s_raw']:,.0f}", ""),
+        ("appends/s, raw=None (orjson encodes)", f"{t['appends_per_s_encode']:,.0f}", ""),
+        ("appends/s, raw given, record_to on", f"{t['appends_per_s_record_to']:,.0f}", ""),
+        ("record_to: close() drain / file size / read()", f"{t['record_close_s']:.2f} s / {t['record_file_mb']:.0f} MB"
+         f" / {t['read_s']:.1f} s", ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    print(f"{'EventFrame benchmark':<{width}}  {'measured':<{vwidth}}  target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:<{vwidth}}  {target}")
+
+
+if __name__ == "__main__":
+    main()
