@@ -27,6 +27,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from ssl import SSLCertVerificationError
 from typing import Any
 
 import httpx
@@ -276,14 +277,30 @@ def _outcome(method: str, status_code: int, headers: Mapping[str, str], content:
 _NOT_RETRYABLE = (httpx.ReadTimeout, httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
 
+def _untrusted_certificate(exc: BaseException) -> bool:
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain:  # chains can loop
+        if isinstance(link, SSLCertVerificationError):
+            return True
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return False
+
+
 def _after_transport_error(method: str, base_url: str, exc: httpx.TransportError,
                            attempt: int, max_retries: int) -> float:
     """Seconds to wait before retrying after a network error; raises when done."""
-    if not isinstance(exc, _NOT_RETRYABLE) and attempt < max_retries:
+    untrusted = _untrusted_certificate(exc)
+    if not isinstance(exc, _NOT_RETRYABLE) and not untrusted and attempt < max_retries:
         return _backoff(attempt)
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.ReadTimeout):
         advice = "Slack may or may not have carried it out; check before repeating a write."
+    elif untrusted:
+        # Typical behind a TLS-inspecting company proxy; retrying cannot help.
+        advice = ("The server's TLS certificate is not trusted. Pass ssl=ssl.create_default_context(cafile=...) "
+                  "with your organisation's CA bundle.")
     else:
         advice = f"Gave up after {attempt} retr{'y' if attempt == 1 else 'ies'}; check the network, base_url and proxy."
     raise SlackApiError(f"Could not call Slack's {method} at {base_url} ({detail}). {advice}") from exc

@@ -13,9 +13,12 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from aiohttp import web
 from hypothesis import given, settings
@@ -46,15 +49,17 @@ class FaultServer:
     run out the method answers ``{"ok": true}``. ``calls`` records
     ``(method, authorization_header)`` of every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.calls: list[tuple[str, str | None]] = []
+        self.hosts: dict[str, str] = {}
+        self._tls = tls
         self._plans: dict[str, list[tuple[int, dict, bytes, float]]] = {}
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         assert self._ready.wait(10), "fault server did not start"
-        self.base_url = f"http://127.0.0.1:{self.port}/api/"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/api/"
 
     def plan(self, method: str, answers: list[tuple[int, dict, bytes, float]]) -> None:
         self._plans[method] = list(answers)
@@ -63,6 +68,7 @@ class FaultServer:
         method = request.match_info["method"]
         await request.read()
         self.calls.append((method, request.headers.get("Authorization")))
+        self.hosts[method] = request.host
         plan = self._plans.get(method)
         if plan:
             status, headers, body, delay = plan.pop(0)
@@ -77,7 +83,7 @@ class FaultServer:
         app.router.add_route("*", "/api/{method}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._tls)
         self._loop.run_until_complete(site.start())
         self.port = self._runner.addresses[0][1]
         self._ready.set()
@@ -98,6 +104,27 @@ class FaultServer:
 @pytest.fixture(scope="module")
 def faults():
     server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A throwaway self-signed certificate for 127.0.0.1: (cert path, key path)."""
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificate):
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = FaultServer(tls=context)
     yield server
     server.close()
 
@@ -380,6 +407,33 @@ def test_token_is_sent_as_bearer_and_can_be_overridden_per_call(faults):
     assert dict(faults.calls)["who.nobody"] is None
 
 
+
+def test_ssl_context_and_verification(tls_server, certificate, caplog):
+    trusting = ssl.create_default_context(cafile=str(certificate[0]))
+    with WebClient(SECRET, base_url=tls_server.base_url, ssl=trusting) as client:
+        assert client.auth_test()["method"] == "auth.test"
+    with WebClient(SECRET, base_url=tls_server.base_url, ssl=False) as client:
+        assert client.auth_test().ok
+    before = len(tls_server.calls)
+    caplog.set_level(logging.INFO, logger="rtm_notebook.web")
+    with WebClient(SECRET, base_url=tls_server.base_url, max_retries=3) as client, pytest.raises(SlackApiError) as info:
+        client.auth_test()
+    # Refused at the handshake, at once: an untrusted certificate is not retried.
+    assert "certificate is not trusted" in str(info.value) and "ssl=" in str(info.value)
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert len(tls_server.calls) == before
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+
+
+async def test_proxy_carries_the_request(faults):
+    # The fault server stands in for an HTTP proxy: httpx sends it the absolute
+    # URL, and a host that does not resolve proves the request went via it.
+    async with AsyncWebClient(SECRET, base_url="http://slack.invalid/api/", proxy=faults.base_url.removesuffix("/api/")) as client:
+        assert (await client.api_call("via.proxy"))["method"] == "via.proxy"
+    assert faults.hosts["via.proxy"] == "slack.invalid"
+    assert dict(faults.calls)["via.proxy"] == f"Bearer {SECRET}"
+
+
 # --- against the simulated workspace --------------------------------------------
 
 
@@ -545,3 +599,21 @@ def test_tokens_never_reach_logs_reprs_or_errors(sim, caplog):
     for token in tokens:
         assert token not in logged
         assert not [text for text in seen if token in text]
+
+
+async def test_async_client_with_many_calls_in_flight(sim):
+    async with AsyncWebClient(sim.token, base_url=sim.base_url) as client:
+        channels = (await client.conversations_list(limit=1000))["channels"]
+        general = next(c["id"] for c in channels if c["name"] == "general")
+        posts = [client.chat_postMessage(channel=general, text=f"gathered {i}") for i in range(30)]
+        reads = [client.users_info(user=sim.bot_user_id) for _ in range(10)]
+        results = await asyncio.gather(*posts, *reads)
+    assert len({r["ts"] for r in results[:30]}) == 30
+    assert all(r["user"]["id"] == sim.bot_user_id for r in results[30:])
+    assert {f"gathered {i}" for i in range(30)} <= {m["text"] for m in sim.posted}
+
+
+def test_paginate_with_get_puts_the_cursor_in_the_query(client):
+    pages = list(client.paginate("users.list", http_verb="GET", limit=4))
+    ids = [m["id"] for page in pages for m in page["members"]]
+    assert len(pages) > 1 and len(ids) == len(set(ids)) == len(client.users_list()["members"])
