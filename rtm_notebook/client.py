@@ -251,6 +251,7 @@ class RTMClient:
         self._loop_thread: int | None = None
         self._session_task: asyncio.Task | None = None
         self._stop_task: asyncio.Task | None = None
+        self._stopping = False
         self._aux_tasks: set[asyncio.Task] = set()
         self._conn: Connection | None = None
         self._connect_data: dict = {}
@@ -497,6 +498,7 @@ class RTMClient:
         self._loop = loop
         self._loop_thread = threading.get_ident() if loop.is_running() else None
         self._stop_task = None
+        self._stopping = False
         self.last_error = None
         self.handlers.start(loop)
         self._set_state("connecting")
@@ -549,6 +551,7 @@ class RTMClient:
         return self._stop_task
 
     async def _shutdown(self) -> None:
+        self._stopping = True
         current = asyncio.current_task()
         tasks = [t for t in (self._session_task, *self._aux_tasks) if t is not None and t is not current]
         for t in tasks:
@@ -643,6 +646,11 @@ class RTMClient:
                 delay = _backoff(attempt)
                 log.info("RTM connection #%s ended (%s); reconnecting in %.1f s", conn.number, reason, delay)
                 self._set_state("reconnecting")
+        except asyncio.CancelledError:
+            # stop() ends the session by cancelling it; to whoever awaits the
+            # task start() returned, that is a normal end, not a cancellation.
+            if not self._stopping:
+                raise
         finally:
             await connector.aclose()
             if fatal:

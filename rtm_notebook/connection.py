@@ -23,6 +23,7 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from rtm_notebook.errors import ReplyError
 from rtm_notebook.protocol import Keepalive, Protocol, decode
 
 __all__ = ["Connection", "MAX_FRAME_RECEIVED"]
@@ -157,7 +158,10 @@ class Connection:
             return
         fut = self.waiters.pop(sent["id"], None)
         if fut is not None and not fut.done():
-            fut.set_result(event)
+            if event.get("ok") is False:
+                fut.set_exception(ReplyError(event))
+            else:
+                fut.set_result(event)
 
     async def send(self, message: dict) -> int:
         """Number, encode and write ``message``; return its id.
