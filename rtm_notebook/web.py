@@ -36,7 +36,7 @@ import orjson
 from rtm_notebook import __version__
 from rtm_notebook.errors import FATAL_CONNECT_ERRORS, SlackApiError, SlackClientError
 
-__all__ = ["SlackResponse", "AsyncWebClient", "WebClient"]
+__all__ = ["SlackResponse", "AsyncWebClient", "WebClient", "DEFAULT_BASE_URL", "mask_token"]
 
 log = logging.getLogger(__name__)
 

@@ -477,12 +477,14 @@ def test_post_as_form_as_json_and_read_with_get(sim, client):
     assert reply["message"]["thread_ts"] == form["ts"]
     as_json = client.api_call("chat.postMessage", json={"channel": general, "text": "posted as a JSON body"})
     assert as_json["ts"] > form["ts"]
+    seed_style = client.api_call("chat.postMessage", data={"channel": general, "text": "posted with data="})
+    assert seed_style["message"]["text"] == "posted with data="
     posted = {m["text"] for m in sim.posted}
-    assert {"posted as form fields", "a thread reply", "posted as a JSON body"} <= posted
+    assert {"posted as form fields", "a thread reply", "posted as a JSON body", "posted with data="} <= posted
     info = client.api_call("conversations.info", http_verb="GET", channel=general)
     assert info["channel"]["id"] == general and info["channel"]["name"] == "general"
     history = client.conversations_history(channel=general, limit=3)
-    assert history["messages"][0]["text"] == "posted as a JSON body"
+    assert history["messages"][0]["text"] == "posted with data="
 
 
 @pytest.mark.parametrize("call, error", [
