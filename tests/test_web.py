@@ -325,6 +325,22 @@ def test_token_travels_only_in_the_authorization_header(fields, verb, as_json):
     assert SECRET not in repr(elsewhere)
 
 
+@settings(max_examples=150, deadline=None)
+@given(method=st.text(max_size=30) | st.sampled_from(["chat.postMessage", "users.list", "a.b.c"]),
+       verb=st.text(max_size=5) | st.sampled_from(["GET", "post"]),
+       fields=st.dictionaries(st.text(max_size=8), json_values | st.builds(object) | st.binary(max_size=4)
+                              | st.sets(st.integers(), max_size=2), max_size=4),
+       as_json=st.booleans())
+def test_request_building_fails_only_with_a_clear_client_error(method, verb, fields, as_json):
+    try:
+        request = _build_request(method, token=SECRET, base_url="http://h/api/", http_verb=verb, params=None,
+                                 json={} if as_json else None, data=None, kwargs=fields)
+    except SlackClientError as exc:
+        assert SECRET not in str(exc)
+        return
+    assert request["url"] == "http://h/api/" + method and request["method"] in ("GET", "POST")
+
+
 # --- failures over real HTTP (the fault server) ---------------------------------
 
 HTML_502 = (502, {"Content-Type": "text/html"}, b"<html><body><h1>502 Bad Gateway</h1></body></html>", 0)
@@ -387,7 +403,7 @@ async def test_closed_port_async():
 
 def test_read_timeout_is_not_retried_because_slack_may_have_acted(faults):
     faults.plan("chat.slowPost", [(200, {}, b'{"ok":true}', 3.0)])
-    with WebClient(SECRET, base_url=faults.base_url, timeout=0.3, max_retries=3) as client:
+    with WebClient(SECRET, base_url=faults.base_url, timeout=0.5, max_retries=3) as client:
         with pytest.raises(SlackApiError, match="may or may not have carried it out"):
             client.chat_slowPost(channel="C1", text="once")
     assert [m for m, _ in faults.calls].count("chat.slowPost") == 1
