@@ -223,14 +223,12 @@ def _frame(chunks: list[_Chunk]) -> pd.DataFrame:
 class _Recorder:
     """Appends rows to a JSON-lines file from a background thread.
 
-    Each line holds ``seq``, ``received_at`` (epoch seconds), ``direction``,
-    ``connection`` and ``raw``; the other columns are re-extracted from
-    ``raw`` on read. When they cannot be (``raw`` is not the JSON of the
-    event, e.g. an error event about a malformed frame), the line also
-    carries ``"columns"`` with the extracted values. A line is written and
-    flushed to the OS as soon as the thread gets to it, so a kernel restart
-    loses at most the last few milliseconds (there is no fsync: a machine
-    crash may lose what the OS had not written yet).
+    Each line is one row: a JSON object with every column of ``COLUMNS``
+    (``received_at`` as epoch seconds), so ``read()`` needs no re-parsing of
+    ``raw`` and ``pd.read_json(path, lines=True)`` also works. A line is
+    written and flushed to the OS as soon as the thread gets to it, so a
+    kernel restart loses at most the last few milliseconds (there is no
+    fsync: a machine crash may lose what the OS had not written yet).
     """
 
     _STOP = object()
@@ -261,19 +259,31 @@ class _Recorder:
                     batch.append(q.get_nowait())
             except queue.Empty:
                 pass
-            done = batch[-1] is stop
-            lines = [_line(row) for row in batch if row is not stop]
+            done = False
+            lines = []
+            for row in batch:
+                if row is stop:
+                    done = True  # rows after it come from a racing append() after close()
+                    continue
+                try:
+                    lines.append(_line(row))
+                except Exception as exc:  # the thread must survive any one event
+                    self._report(f"could not write event seq {row[_SEQ]} ({exc!r})")
             if lines:
                 try:
                     self._file.write(b"".join(lines))
                     self._file.flush()
                 except OSError as exc:
-                    if not self._error_reported:
-                        self._error_reported = True
-                        warnings.warn(f"EventFrame could not write to {self.path!r} ({exc}); events are still "
-                                      "kept in memory but the file is incomplete.", RuntimeWarning, stacklevel=1)
+                    self._report(f"could not write to the file ({exc})")
             if done:
                 return
+
+    def _report(self, problem: str) -> None:
+        if not self._error_reported:
+            self._error_reported = True
+            warnings.warn(f"EventFrame recording to {self.path!r}: {problem}. Events are still kept in memory, "
+                          "but the file is incomplete; further problems are not reported.",
+                          RuntimeWarning, stacklevel=1)
 
     def close(self) -> None:
         if self._closed:
@@ -285,24 +295,28 @@ class _Recorder:
 
 
 def _line(row: tuple) -> bytes:
-    raw = row[_RAW]
-    if raw.__class__ is not str:
-        raw = _as_text(raw)
-    record = {"seq": row[_SEQ], "received_at": row[_RECEIVED_AT], "direction": row[_DIRECTION],
-              "connection": row[_CONNECTION], "raw": raw}
-    fields = row[1:10]
+    """A row as one JSON line: an object with every column, in COLUMNS order."""
+    values = list(row)
+    raw = values[_RAW]
+    if raw.__class__ is bytes:  # orjson's output: always valid UTF-8
+        values[_RAW] = raw.decode()
+    elif raw.__class__ is not str:
+        values[_RAW] = _as_text(raw)
+    # Store odd values as the frame shows them, so read() rebuilds the same frame.
+    for i in _STRING_FIELDS:
+        v = values[i]
+        if v is not None and v.__class__ is not str:
+            values[i] = _as_text(v)
+    if values[_REPLY_TO] is not None and values[_REPLY_TO].__class__ is not int:
+        values[_REPLY_TO] = _as_reply_to(values[_REPLY_TO])
+    record = dict(zip(COLUMNS, values))
     try:
-        event = orjson.loads(raw)
-        rebuilt = _extract(event) if isinstance(event, dict) else None
-    except orjson.JSONDecodeError:
-        rebuilt = None
-    if rebuilt != fields:
-        values = [_as_text(v) for v in fields[:-1]] + [_as_reply_to(fields[-1])]
-        record["columns"] = dict(zip(COLUMNS[1:10], values))
-    try:
-        return orjson.dumps(record) + b"\n"
-    except (TypeError, orjson.JSONEncodeError):  # e.g. lone surrogates in raw
-        return json.dumps(record).encode() + b"\n"
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, orjson.JSONEncodeError):  # lone surrogates, ints past 64 bits
+        for i in (*_STRING_FIELDS, _RAW):
+            record[COLUMNS[i]] = _as_text(values[i])
+        record["reply_to"] = _as_reply_to(values[_REPLY_TO])
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -339,30 +353,16 @@ def _last_seq(path: str) -> int | None:
 
 def _parse_line(line: bytes) -> tuple | None:
     """One line of a recording back into a row tuple, or None if unreadable."""
-    if not line.strip():
-        return None
     try:
         record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return None
-    try:
-        raw = record["raw"]
-        columns = record.get("columns")
-        if columns is not None:
-            fields = tuple(columns.get(name) for name in COLUMNS[1:10])
-        else:
-            try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                event = None
-            fields = _extract(event) if isinstance(event, dict) else (None,) * 9
-        return (float(record["received_at"]), *fields, record["direction"], int(record["connection"]),
-                int(record["seq"]), raw)
-    except (KeyError, TypeError, ValueError, AttributeError):
+        row = tuple(record[name] for name in COLUMNS)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
+    received_at, connection, seq = row[_RECEIVED_AT], row[_CONNECTION], row[_SEQ]
+    if (not isinstance(received_at, (int, float)) or connection.__class__ is not int or seq.__class__ is not int
+            or row[_DIRECTION] not in ("in", "out") or not isinstance(row[_RAW], str)):
+        return None
+    return row if received_at.__class__ is float else (float(received_at), *row[1:])
 
 
 class EventFrame:

@@ -371,5 +371,6 @@ def test_any_json_events_are_all_recorded_and_raw_round_trips(events, pass_raw):
             assert [json.loads(raw) for raw in df["raw"]] == events
             check_schema(df)
             pdt.assert_frame_equal(EventFrame.read(path).to_pandas(), df)
-            # The columns were re-extracted from raw on read, not stored twice.
-            assert all("columns" not in orjson.loads(line) for line in path.read_bytes().splitlines())
+            lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+            assert [list(line) for line in lines] == [COLUMNS] * len(events)
+            assert [line["raw"] for line in lines] == df["raw"].tolist()
