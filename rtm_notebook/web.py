@@ -128,9 +128,11 @@ class SlackResponse(Mapping[str, Any]):
         raise SlackApiError(f"{message}. {hint}" if hint else message, self)
 
     def __repr__(self) -> str:
-        # Only the outcome: `data` can hold secrets (oauth.v2.access returns tokens).
+        # Keys but never values: `data` can hold secrets (oauth.v2.access returns tokens).
         if self.ok:
-            return f"<SlackResponse {self.method} ok>"
+            keys = [str(k) for k in self.data if k != "ok"]
+            shown = ", ".join(keys[:8]) + (", …" if len(keys) > 8 else "")
+            return f"<SlackResponse {self.method} ok: {shown}>" if keys else f"<SlackResponse {self.method} ok>"
         return f"<SlackResponse {self.method} error={self.data.get('error')!r} status={self.status_code}>"
 
 

@@ -146,7 +146,8 @@ def test_response_reads_like_a_dict():
     assert sorted(resp) == ["channel", "ok", "ts"] and len(resp) == 3
     assert dict(resp) == resp.data and resp == {"ok": True, "ts": "1.2", "channel": "C1"}
     assert resp.validate() is resp
-    assert repr(resp) == "<SlackResponse chat.postMessage ok>"
+    assert repr(resp) == "<SlackResponse chat.postMessage ok: ts, channel>"
+    assert repr(SlackResponse("api.test", {"ok": True})) == "<SlackResponse api.test ok>"
     with pytest.raises(KeyError):
         resp["nope"]
     with pytest.raises(TypeError):
@@ -169,6 +170,7 @@ def test_validate_raises_with_the_response_and_a_hint():
 def test_response_repr_never_shows_data():
     resp = SlackResponse("oauth.v2.access", {"ok": True, "access_token": SECRET})
     assert SECRET not in repr(resp) and SECRET not in str(resp)
+    assert repr(resp) == "<SlackResponse oauth.v2.access ok: access_token>"
 
 
 def test_mask_token():
@@ -475,7 +477,7 @@ def channel_id(client, name):
 def test_auth_test_sync(sim, client):
     resp = client.auth_test()
     assert resp.ok and resp["user_id"] == sim.bot_user_id and resp.status_code == 200
-    assert resp.method == "auth.test" and repr(resp) == "<SlackResponse auth.test ok>"
+    assert resp.method == "auth.test" and repr(resp).startswith("<SlackResponse auth.test ok: url, team, user")
 
 
 async def test_auth_test_async(sim):
