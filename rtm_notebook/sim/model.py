@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,11 +77,11 @@ class Clock:
 
     def next(self) -> str:
         now = time.time_ns() // 1000
-        self._last = now if now > self._last else self._last + 1
-        return format_ts(self._last)
+        last = self._last = now if now > self._last else self._last + 1
+        return f"{last // 1_000_000}.{last % 1_000_000:06d}"
 
 
-@dataclass
+@dataclass(eq=False)  # identity: comparing histories field by field is slow and meaningless
 class Conversation:
     """A channel, private channel or DM, and its history."""
 
@@ -95,6 +96,9 @@ class Conversation:
     im_user: str | None = None
     # ts -> message; insertion order is ts order because ts only grows.
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Arrival order for forgetting the oldest: popping a dict's first key
+    # again and again rescans the deleted slots, a deque does not.
+    order: deque[str] = field(default_factory=deque)
 
     def to_api(self, viewer: str | None = None) -> dict[str, Any]:
         """The conversation object of conversations.info/list, as seen by ``viewer``."""
@@ -117,9 +121,11 @@ class Conversation:
         }
 
     def add(self, message: dict[str, Any]) -> None:
-        self.messages[message["ts"]] = message
-        if len(self.messages) > HISTORY_CAP:
-            del self.messages[next(iter(self.messages))]
+        ts = message["ts"]
+        self.messages[ts] = message
+        self.order.append(ts)
+        if len(self.order) > HISTORY_CAP:
+            self.messages.pop(self.order.popleft(), None)
 
 
 class Workspace:

@@ -42,7 +42,8 @@ BUCKET_RATE = 1.0
 # The generator waits while any socket has this many frames not yet written,
 # so a slow reader bounds memory instead of growing a queue without end.
 BACKLOG_HIGH = 20_000
-SEND_SLICE = 512  # frames a socket writes before letting other work run
+SEND_SLICE = 512  # frames a socket writes at once before letting other work run
+WRITE_BUFFER_HIGH = 1 << 20  # bytes buffered for a socket before its sender waits
 GEN_BATCH = 256  # events the generator makes before letting other work run
 CALL_TIMEOUT = 30.0
 
@@ -670,29 +671,51 @@ class SimWorkspace:
         return ws
 
     async def _sender(self, conn: _Conn) -> None:
+        """Write the socket's queue in order, many frames per transport write.
+
+        Events are framed here rather than by aiohttp, which awaits once and
+        writes once per frame: the firehose needs a slice of frames joined
+        into one write. A server frame is unmasked (RFC 6455 section 5.2), so
+        framing is a 2-10 byte header per payload. Control items (raw frames
+        with another opcode, close) go through aiohttp after the batch.
+        """
         ws, queue = conn.ws, conn.queue
+        transport = conn.request.transport
         try:
             while not conn.closing:
                 if not queue or self._stalled:
                     conn.wake.clear()
                     await conn.wake.wait()
                     continue
-                written = 0
-                while queue and written < SEND_SLICE:
-                    if conn.closing or self._stalled:
-                        break
+                parts: list[bytes] = []
+                seq = conn.seq
+                control = None
+                while queue and len(parts) < 2 * SEND_SLICE:  # two parts per frame
                     item = queue.popleft()
-                    if type(item) is bytes:
-                        conn.seq += 1
-                        await ws.send_frame(item[:-1] + b',"sim_seq":%d}' % conn.seq, WSMsgType.TEXT)
-                        self._sent[conn.number] = conn.seq
-                    elif item[0] == "raw":
-                        await ws.send_frame(item[1], item[2])
+                    if type(item) is not bytes:
+                        control = item
+                        break
+                    seq += 1
+                    payload = item[:-1] + b',"sim_seq":%d}' % seq
+                    parts.append(_text_header(len(payload)))
+                    parts.append(payload)
+                if parts:
+                    if transport is None or transport.is_closing():
+                        raise ConnectionResetError
+                    transport.write(b"".join(parts))
+                    conn.seq = seq
+                    self._sent[conn.number] = seq
+                if control is not None:
+                    if control[0] == "raw":
+                        await ws.send_frame(control[1], control[2])
                     else:
                         conn.closing = True
-                        await ws.close(code=item[1], message=item[2])
+                        await ws.close(code=control[1], message=control[2])
                         return
-                    written += 1
+                # Let the peer catch up before queueing more in the kernel's
+                # buffers, and let the loop's other work run between slices.
+                while transport.get_write_buffer_size() > WRITE_BUFFER_HIGH and not transport.is_closing():
+                    await asyncio.sleep(0.001)
                 await asyncio.sleep(0)
         except ConnectionError:
             conn.closing = True  # the peer went away; the reader notices too
@@ -780,6 +803,14 @@ class SimWorkspace:
         else:
             for user in known:
                 conn.send({"type": "presence_change", "user": user, "presence": self._ws.presence[user]})
+
+
+def _text_header(length: int) -> bytes:
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
 def _url_host(host: str) -> str:

@@ -9,6 +9,7 @@ values depend on the clock.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections import deque
 from typing import Any
 
@@ -56,82 +57,91 @@ KINDS = [
 
 
 class Traffic:
-    """Seeded generator of workspace activity."""
+    """Seeded generator of workspace activity.
+
+    This is the firehose's hot path, so it draws with ``random()`` and
+    indexing rather than ``choice``/``choices`` and keeps per-channel lists
+    of people ready.
+    """
 
     def __init__(self, workspace: Workspace, seed: int) -> None:
         self.ws = workspace
         self.rng = random.Random(f"rtm-notebook-sim-traffic-{seed}")
+        self.rand = self.rng.random
         self.hook_bot_id = "B" + "".join(self.rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(10))
         # Traffic happens where the demo bot can see it, like a real bot's view.
         self.convs = [c for c in workspace.conversations.values()
                       if c.kind != "im" and workspace.bot_user_id in c.members]
-        self.kinds = [k for k, _ in KINDS]
-        cum, total = [], 0
+        self.people = {c.id: self._people(c) for c in self.convs}
+        self.makers = [getattr(self, "_" + kind) for kind, _ in KINDS]
+        total = sum(w for _, w in KINDS)
+        cum, acc = [], 0
         for _, w in KINDS:
-            total += w
-            cum.append(total)
+            acc += w
+            cum.append(acc / total)
         self.cum = cum
         # Recent top-level messages by people, for replies, edits, deletes, reactions.
-        self.recent: deque[tuple[str, str]] = deque(maxlen=256)
+        self.recent: deque[tuple[Any, str]] = deque(maxlen=256)
 
     def _people(self, conv) -> list[str]:
         return sorted(u for u in conv.members if u != self.ws.bot_user_id)
 
+    def _pick(self, seq):
+        return seq[int(self.rand() * len(seq))]
+
     def _text(self, people: list[str]) -> str:
-        rng = self.rng
-        template = rng.choice(HELLO_TEXTS) if rng.random() < 0.2 else rng.choice(TEXTS)
-        return template.format(user=f"<@{rng.choice(people)}>")
+        rand = self.rand
+        texts = HELLO_TEXTS if rand() < 0.2 else TEXTS
+        template = texts[int(rand() * len(texts))]
+        if "{user}" in template:
+            return template.replace("{user}", f"<@{people[int(rand() * len(people))]}>")
+        return template
 
     def _recent_message(self) -> tuple[Any, dict[str, Any]] | None:
         """A recent message that still exists (deletes and the history cap remove some)."""
-        while self.recent:
-            cid, ts = self.recent[self.rng.randrange(len(self.recent))]
-            conv = self.ws.conversations[cid]
-            msg = conv.messages.get(ts)
+        recent = self.recent
+        while recent:
+            item = recent[int(self.rand() * len(recent))]
+            msg = item[0].messages.get(item[1])
             if msg is not None:
-                return conv, msg
-            self.recent.remove((cid, ts))
+                return item[0], msg
+            recent.remove(item)
         return None
 
     def next(self) -> dict[str, Any]:
         """Make the next event and apply it to the workspace."""
-        kind = self.rng.choices(self.kinds, cum_weights=self.cum)[0]
-        event = getattr(self, "_" + kind)()
+        event = self.makers[bisect_right(self.cum, self.rand())]()
         return event if event is not None else self._message()
 
     def _message(self, thread: tuple[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
-        ws, rng = self.ws, self.rng
-        conv = thread[0] if thread else rng.choice(self.convs)
-        people = self._people(conv)
-        user = rng.choice(people)
+        ws = self.ws
+        conv = thread[0] if thread else self._pick(self.convs)
+        people = self.people[conv.id]
+        user = people[int(self.rand() * len(people))]
+        text = self._text(people)
         ts = ws.clock.next()
         if thread:
             parent = thread[1]
-            msg = ws.add_message(conv, user, self._text(people), ts, thread_ts=parent["ts"],
-                                 parent_user_id=parent.get("user", ""))
+            msg = ws.add_message(conv, user, text, ts, thread_ts=parent["ts"], parent_user_id=parent.get("user", ""))
         else:
-            msg = ws.add_message(conv, user, self._text(people), ts)
-            self.recent.append((conv.id, ts))
-        event = dict(msg)
-        event["channel"] = conv.id
-        event["event_ts"] = ts
-        return event
+            msg = {"type": "message", "user": user, "text": text, "ts": ts, "team": ws.team_id}
+            conv.add(msg)
+            self.recent.append((conv, ts))
+        return {**msg, "channel": conv.id, "event_ts": ts}
 
     def _reply(self) -> dict[str, Any] | None:
         target = self._recent_message()
         return None if target is None else self._message(target)
 
     def _bot_message(self) -> dict[str, Any]:
-        ws, rng = self.ws, self.rng
-        conv = rng.choice(self.convs)
+        ws = self.ws
+        conv = self._pick(self.convs)
         ts = ws.clock.next()
-        text = rng.choice(["deploy #%d finished" % rng.randrange(10_000), "build passed", "new issue opened"])
-        msg = ws.add_message(conv, None, text, ts, subtype="bot_message", bot_id=self.hook_bot_id,
-                             username=rng.choice(BOT_NAMES))
-        event = dict(msg)
-        event["channel"] = conv.id
-        event["event_ts"] = ts
-        return event
+        text = self._pick(["deploy #%d finished" % int(self.rand() * 10_000), "build passed", "new issue opened"])
+        msg = {"type": "message", "subtype": "bot_message", "text": text, "ts": ts, "team": ws.team_id,
+               "bot_id": self.hook_bot_id, "username": self._pick(BOT_NAMES)}
+        conv.add(msg)
+        return {**msg, "channel": conv.id, "event_ts": ts}
 
     def _edit(self) -> dict[str, Any] | None:
         target = self._recent_message()
@@ -140,7 +150,7 @@ class Traffic:
         conv, msg = target
         ts = self.ws.clock.next()
         previous = {"type": "message", "user": msg["user"], "text": msg["text"], "ts": msg["ts"]}
-        msg["text"] = msg["text"] + (" (edited)" if self.rng.random() < 0.5 else " :pencil2:")
+        msg["text"] = msg["text"] + (" (edited)" if self.rand() < 0.5 else " :pencil2:")
         msg["edited"] = {"user": msg["user"], "ts": ts}
         return {
             "type": "message", "subtype": "message_changed", "hidden": True, "channel": conv.id,
@@ -168,8 +178,8 @@ class Traffic:
         if target is None:
             return None
         conv, msg = target
-        user = self.rng.choice(self._people(conv))
-        name = self.rng.choice(REACTIONS)
+        user = self._pick(self.people[conv.id])
+        name = self._pick(REACTIONS)
         add_reaction(msg, name, user)
         return {
             "type": "reaction_added", "user": user, "reaction": name, "item_user": msg["user"],
@@ -178,22 +188,23 @@ class Traffic:
         }
 
     def _typing(self) -> dict[str, Any]:
-        conv = self.rng.choice(self.convs)
-        return {"type": "user_typing", "channel": conv.id, "user": self.rng.choice(self._people(conv))}
+        conv = self._pick(self.convs)
+        return {"type": "user_typing", "channel": conv.id, "user": self._pick(self.people[conv.id])}
 
     def _presence(self) -> dict[str, Any]:
-        user = self.rng.choice(self.ws.humans)
+        user = self._pick(self.ws.humans)
         presence = "away" if self.ws.presence[user] == "active" else "active"
         self.ws.presence[user] = presence
         return {"type": "presence_change", "user": user, "presence": presence}
 
     def _join(self) -> dict[str, Any] | None:
-        conv = self.rng.choice(self.convs)
+        conv = self._pick(self.convs)
         outside = [u for u in self.ws.humans if u not in conv.members]
         if not outside:
             return None
-        user = self.rng.choice(outside)
+        user = self._pick(outside)
         conv.members.add(user)
+        self.people[conv.id] = self._people(conv)
         return {"type": "member_joined_channel", "user": user, "channel": conv.id,
                 "channel_type": "G" if conv.kind == "private" else "C", "team": self.ws.team_id}
 
