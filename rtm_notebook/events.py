@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import collections
 import json
+import operator
 import os
 import queue
 import threading
@@ -134,13 +135,26 @@ def _resolve(event: dict, channel: Any, user: Any, text: Any, thread_ts: Any) ->
     return channel, user, text, thread_ts
 
 
-def _encode(event: dict) -> bytes:
-    """The event as JSON; events orjson refuses (huge ints, lone surrogates,
-    non-JSON values) still get a faithful text rather than an error."""
+def _encode(event: Any) -> bytes:
+    """The event as JSON. Events orjson refuses (huge ints, lone surrogates,
+    non-JSON values) still get a faithful text; one that is no JSON at all
+    (a reference cycle) gets its repr. Never raises: a bad event must not
+    stop the recording."""
     try:
         return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(event, default=repr).encode()
+        pass
+    try:
+        return json.dumps(event, default=_repr).encode()
+    except (TypeError, ValueError, RecursionError):
+        return _repr(event).encode("utf-8", "backslashreplace")
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object whose repr() failed>"
 
 
 def _as_text(value: Any) -> str | None:
@@ -294,29 +308,31 @@ class _Recorder:
         self._file.close()
 
 
+_PLAIN = {str, type(None)}
+
+
 def _line(row: tuple) -> bytes:
     """A row as one JSON line: an object with every column, in COLUMNS order."""
-    values = list(row)
-    raw = values[_RAW]
+    (received_at, type_, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to, direction,
+     connection, seq, raw) = row
     if raw.__class__ is bytes:  # orjson's output: always valid UTF-8
-        values[_RAW] = raw.decode()
-    elif raw.__class__ is not str:
-        values[_RAW] = _as_text(raw)
+        raw = raw.decode()
+    record = {"received_at": received_at, "type": type_, "subtype": subtype, "channel": channel, "user": user,
+              "text": text, "ts": ts, "thread_ts": thread_ts, "event_ts": event_ts, "reply_to": reply_to,
+              "direction": direction, "connection": connection, "seq": seq, "raw": raw}
+    plain = ({type_.__class__, subtype.__class__, channel.__class__, user.__class__, text.__class__, ts.__class__,
+              thread_ts.__class__, event_ts.__class__, raw.__class__} <= _PLAIN
+             and (reply_to is None or reply_to.__class__ is int))
+    if plain:
+        try:
+            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # lone surrogates, ints past 64 bits
+            pass
     # Store odd values as the frame shows them, so read() rebuilds the same frame.
-    for i in _STRING_FIELDS:
-        v = values[i]
-        if v is not None and v.__class__ is not str:
-            values[i] = _as_text(v)
-    if values[_REPLY_TO] is not None and values[_REPLY_TO].__class__ is not int:
-        values[_REPLY_TO] = _as_reply_to(values[_REPLY_TO])
-    record = dict(zip(COLUMNS, values))
-    try:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-    except (TypeError, orjson.JSONEncodeError):  # lone surrogates, ints past 64 bits
-        for i in (*_STRING_FIELDS, _RAW):
-            record[COLUMNS[i]] = _as_text(values[i])
-        record["reply_to"] = _as_reply_to(values[_REPLY_TO])
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    for i in (*_STRING_FIELDS, _RAW):
+        record[COLUMNS[i]] = _as_text(record[COLUMNS[i]])
+    record["reply_to"] = _as_reply_to(reply_to)
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -424,9 +440,12 @@ class EventFrame:
                             "pass the undecodable text as raw= with an error event dict")
         if direction != "in" and direction != "out":
             raise ValueError(f'direction must be "in" or "out", got {direction!r}')
-        if connection.__class__ is not int:
+        if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
             connection = _connection_number(connection)
-        received_at = time.time() if received_at is None else float(received_at)
+        if received_at is None:
+            received_at = time.time()
+        elif received_at.__class__ is not float or not -1e11 < received_at < 1e11:
+            received_at = _seconds(received_at)
         if raw is None:
             raw = _encode(event)
         partial = self._partial
@@ -548,11 +567,22 @@ class EventFrame:
 
 
 def _connection_number(value: Any) -> int:
-    import operator
-
     try:
         if isinstance(value, bool):
             raise TypeError
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise TypeError(f"connection must be an int (the session number), got {value!r}") from None
+    if not 0 <= number <= _INT64_MAX:
+        raise ValueError(f"connection must be a non-negative session number, got {number}")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"received_at must be time.time() seconds (a float), got {value!r}") from None
+    if not -1e11 < seconds < 1e11:  # also rejects nan and inf
+        raise ValueError(f"received_at must be time.time() seconds, got {value!r}")
+    return seconds

@@ -135,6 +135,29 @@ def test_odd_values_are_kept_as_json_text_and_never_lost():
     assert "\\ud800" in row["raw"]
 
 
+def test_events_that_are_no_json_at_all_are_still_recorded(tmp_path):
+    class BadRepr:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr for you")
+
+    cyclic: dict = {"type": "message", "text": "loop"}
+    cyclic["self"] = cyclic
+    path = tmp_path / "events.jsonl"
+    with warnings.catch_warnings():  # the writer must not need to report anything
+        warnings.simplefilter("error")
+        frame = EventFrame(record_to=path)
+        frame.append(cyclic)
+        frame.append({"type": "message", "text": BadRepr(), "user": {1, 2}})
+        frame.append(message(1))
+        frame.close()
+    df = frame.to_pandas()
+    assert df["type"].tolist() == ["message"] * 3
+    assert df["text"].tolist()[0::2] == ["loop", "hello 1"]
+    assert "BadRepr object whose repr() failed" in df["text"].iloc[1]
+    assert "self" in df["raw"].iloc[0]
+    pdt.assert_frame_equal(EventFrame.read(path).to_pandas(), df)
+
+
 def test_error_event_with_raw_text_that_is_not_json_is_recorded():
     frame = EventFrame()
     frame.append({"type": "error", "error": "frame is not JSON"}, raw="{not json at all")
@@ -153,6 +176,12 @@ def test_bad_input_raises_a_clear_error_and_records_nothing():
         frame.append(message(0), direction="sideways")
     with pytest.raises(TypeError, match="connection must be an int"):
         frame.append(message(0), connection="first")
+    with pytest.raises(ValueError, match="non-negative session number"):
+        frame.append(message(0), connection=2**64)
+    with pytest.raises(ValueError, match=r"time\.time\(\) seconds"):
+        frame.append(message(0), received_at=float("nan"))
+    with pytest.raises(TypeError, match="received_at"):
+        frame.append(message(0), received_at="yesterday")
     with pytest.raises(ValueError, match="max_rows"):
         EventFrame(max_rows=0)
     assert len(frame) == 0
