@@ -14,6 +14,7 @@ Everything talks to a real SimWorkspace over loopback sockets.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import threading
 
@@ -160,7 +161,199 @@ def test_unknown_option_says_what_to_type(shell):
     assert "%rtm_connect [--demo]" in message
 
 
-def test_help_shows_docstring_and_options(shell, capsys):
+def test_help_shows_docstring_and_options(capsys, shell):
     shell.run_cell("%rtm_on?")
     shown = capsys.readouterr().out
     assert "say(text, thread=False)" in shown and "--match REGEX" in shown and "--channel C" in shown
+
+
+# -- connected: kernel-like (cells on the running loop) ------------------------------
+
+
+async def run(shell: InteractiveShell, cell: str):
+    """Run a cell the way ipykernel does: as a coroutine on the running loop."""
+    result = await shell.run_cell_async(cell, transformed_cell=shell.transform_cell(cell))
+    return result
+
+
+async def ok(shell: InteractiveShell, cell: str):
+    result = await run(shell, cell)
+    assert result.success, (cell, result.error_before_exec or result.error_in_exec)
+    return result
+
+
+async def stop_all(shell: InteractiveShell) -> None:
+    from rtm_notebook.notebook import magics
+
+    await ok(shell, "%rtm_stop")
+    await asyncio.gather(*list(magics._pending))
+
+
+async def connected(client) -> None:
+    """Wait for hello and for the names the magic loads right after it."""
+    async with asyncio.timeout(15):
+        await client.connect()
+        while not client.user_names or not client.channel_names:
+            await asyncio.sleep(0.01)
+
+
+def human_and_channel(sim) -> tuple[str, str]:
+    human = next(u["id"] for u in sim.users if not u["is_bot"])
+    channel = next(c["id"] for c in sim.channels if c["is_member"])
+    return human, channel
+
+
+async def test_connect_handle_reply_replace_remove_stop(capsys, shell):
+    from rtm_notebook.notebook.magics import session
+
+    await ok(shell, "%rtm_connect --rate 0 --name bot")
+    client = shell.user_ns["bot"]
+    sess = session("bot")
+    assert "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set: connecting to the simulated workspace" in capsys.readouterr().out
+    assert client.loop is asyncio.get_running_loop()  # the cell's loop, as in a kernel
+    await connected(client)
+    sim = sess.sim
+    human, channel = human_and_channel(sim)
+
+    cell = '%%rtm_on message --match Hello\nprint("saw", event["text"])\nawait say(f"Hi <@{event[\'user\']}>!")'
+    await ok(shell, cell)
+    out = capsys.readouterr().out
+    name = re.search(r"handler '(\w+)' on message \(match='Hello'\), runs on the loop", out).group(1)
+    assert [h.name for h in client.handlers] == [name]
+
+    sim.post_message(human, channel, "Hello bot")
+    sim.post_message(human, channel, "not for the bot")
+    async with asyncio.timeout(15):
+        while not any(p["text"] == f"Hi <@{human}>!" for p in sim.posted):
+            await asyncio.sleep(0.02)
+        while client.handlers[name].calls < 1:
+            await asyncio.sleep(0.01)
+
+    events = client.events
+    incoming = events[(events["type"] == "message") & (events["direction"] == "in")]
+    assert list(incoming["text"]) == ["Hello bot", "not for the bot"]
+    out_rows = events[events["direction"] == "out"]
+    assert list(out_rows["text"]) == [f"Hi <@{human}>!"]
+    assert [m for m in sim.received if m.get("type") == "message"][0]["channel"] == channel
+
+    # The handler's print went to its own area (here: the log, then the
+    # terminal, since there is no kernel), not into the cell that was running.
+    async with asyncio.timeout(10):
+        while "saw Hello bot" not in sess.log.text(50):
+            await asyncio.sleep(0.02)
+    assert "[" + name + "]" in sess.log.text(50)
+    names_text = sess.log.text(50)
+    assert "#" + client.channel_names[channel] in names_text and client.user_names[human] in names_text
+
+    # Re-running the edited cell replaces the handler instead of adding one.
+    await ok(shell, cell.replace("saw", "seen"))
+    assert [h.name for h in client.handlers] == [name]
+
+    table = (await ok(shell, "%rtm_handlers")).result
+    assert list(table.columns) == ["name", "event", "filters", "calls", "errors", "last error", "mean time"]
+    assert table.loc[0, "name"] == name and table.loc[0, "filters"] == "match='Hello'"
+
+    await ok(shell, f"%rtm_off {name}")
+    assert len(client.handlers) == 0
+    await ok(shell, "%rtm_status")
+    assert "bot (simulated workspace" in capsys.readouterr().out
+
+    await stop_all(shell)
+    assert client.state == "stopped" and sim.base_url == ""
+    assert session.__module__  # the session is gone:
+    with pytest.raises(UsageError, match="run %rtm_connect first"):
+        session()
+
+
+async def test_handler_errors_reach_its_area_and_the_log(capsys, shell):
+    from rtm_notebook.notebook.magics import session
+
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    sess = session()
+    human, channel = human_and_channel(sess.sim)
+    await ok(shell, "%%rtm_on message --name boom\nprint('about to fail')\n1 / 0")
+    sess.sim.post_message(human, channel, "<script>alert(1)</script>")
+    async with asyncio.timeout(15):
+        while client.handlers["boom"].errors < 1:
+            await asyncio.sleep(0.01)
+        while "ZeroDivisionError" not in capsys.readouterr().err:
+            await asyncio.sleep(0.02)
+    text = sess.log.text(20)
+    assert "ZeroDivisionError" in text and "[boom]" in text and "about to fail" in text
+    stats = (await ok(shell, "%rtm_handlers")).result
+    assert stats.loc[0, "errors"] == 1 and "ZeroDivisionError" in stats.loc[0, "last error"]
+    await stop_all(shell)
+
+
+async def test_usage_errors_with_a_client(shell):
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    await connected(shell.user_ns["rtm"])
+    cases = {
+        "%%rtm_on mesage\npass": "Unknown event type 'mesage'. Did you mean 'message'? Type: %%rtm_on message",
+        "%%rtm_on message --match (\npass": "is not a valid regular expression",
+        "%%rtm_on message\n  \n": "empty",
+        "%rtm_on message": "%rtm_on needs a function",
+        "%rtm_on message no_such_function": "'no_such_function' is not a function defined in this notebook",
+        "%%rtm_on message --channel #genral\npass": "Did you mean #general?",
+        "%rtm_off nope": "No handler named 'nope'",
+        "%rtm_off": "Type %rtm_off NAME",
+        "%rtm_connect --name 2x": "--name must be a Python variable name",
+        "%rtm_connect --token-env NO_SUCH_VAR_SET": "Environment variable NO_SUCH_VAR_SET is not set",
+    }
+    for cell, expected in cases.items():
+        result = await run(shell, cell)
+        assert isinstance(result.error_in_exec, UsageError), (cell, result.error_in_exec)
+        assert expected in str(result.error_in_exec), (cell, str(result.error_in_exec))
+    # Channel names resolve to ids.
+    await ok(shell, "%%rtm_on message --channel #general --name in_general\npass")
+    general = next(cid for cid, n in shell.user_ns["rtm"].channel_names.items() if n == "general")
+    assert shell.user_ns["rtm"].handlers["in_general"].filters["channel"] == general
+    await stop_all(shell)
+
+
+async def test_unload_stops_clients_and_removes_handlers(shell):
+    from rtm_notebook.notebook import magics
+
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    await ok(shell, "%%rtm_on message --name h\npass")
+    await ok(shell, "%unload_ext rtm_notebook")
+    await asyncio.gather(*list(magics._pending))
+    assert client.state == "stopped" and len(client.handlers) == 0
+    assert "rtm_on" not in shell.magics_manager.magics["cell"]
+    assert type(sys.stdout).__name__ != "RoutedStream"
+    await ok(shell, "%load_ext rtm_notebook")  # the fixture unloads it again
+
+
+# -- connected: terminal IPython / plain Python (no running loop) -----------------------
+
+
+def test_outside_a_kernel_uses_a_background_loop(capsys, shell):
+    import time
+
+    from rtm_notebook.notebook.magics import session
+
+    seen = []
+    shell.user_ns["greet"] = lambda client, event: seen.append((threading.current_thread().name, event["text"]))
+    assert shell.run_cell("%rtm_connect --demo --rate 0 --connect-method rtm.start").success
+    out = capsys.readouterr().out
+    assert "connected to" in out and "xoxb" not in out
+    client = shell.user_ns["rtm"]
+    assert client.state == "connected" and client.loop is session().background.loop
+    assert shell.run_cell("%rtm_on message greet --match ^ping").success
+    assert "handler 'greet' on message" in capsys.readouterr().out
+    human, channel = human_and_channel(session().sim)
+    session().sim.post_message(human, channel, "ping 1")
+    deadline = time.monotonic() + 15  # hang guard
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seen == [("rtm-handler-greet", "ping 1")]
+    assert shell.run_cell("%rtm_log -n 3").success
+    log_text = capsys.readouterr().out
+    assert log_text.startswith("state: connected") and "ping 1" in log_text
+    background = session().background
+    assert shell.run_cell("%rtm_stop").success
+    assert client.state == "stopped" and not background.alive

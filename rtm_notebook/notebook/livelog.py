@@ -140,8 +140,14 @@ class LiveLog:
         self.type_filter: str | None = None
         self.channel_filter: str | None = None
         self.search = ""
-        self.users: dict[str, str] = {}
-        self.channels: dict[str, str] = {}
+        # The client's own name lookups (filled from rtm.start or the Web API),
+        # shared, so names learned once serve both the log and rtm.messages().
+        self.users: dict[str, str] = getattr(client, "user_names", None) if client is not None else None
+        self.channels: dict[str, str] = getattr(client, "channel_names", None) if client is not None else None
+        if not isinstance(self.users, dict):
+            self.users = {}
+        if not isinstance(self.channels, dict):
+            self.channels = {}
         self._rate = 0.0
         self._rate_mark = (time.monotonic(), 0)
         self._timer: Any = None
@@ -240,7 +246,6 @@ class LiveLog:
 
     def flush(self) -> None:
         """Render now if anything changed (the timer calls this; tests may too)."""
-        self._update_rate()
         if self.widget is None:
             return
         status = self.status_html()
@@ -294,8 +299,10 @@ class LiveLog:
         channel = _ident(event.get("channel")) or ""
         if channel:
             channel = "#" + self.channels.get(channel, channel)
-        user = _ident(event.get("user")) or ""
-        user = self.users.get(user, user)
+        user = _ident(event.get("user"))
+        if user is None and isinstance(event.get("message"), Mapping):
+            user = _ident(event["message"].get("user"))
+        user = self.users.get(user, user) if user else ""
         if etype == "output" or (etype == "error" and event.get("handler")):
             user = f"[{event.get('handler', '')}]"
         clock = time.strftime("%H:%M:%S", time.localtime(received)) + f".{int(received * 1000) % 1000:03d}"
@@ -326,6 +333,7 @@ class LiveLog:
 
     def status(self) -> dict[str, Any]:
         """What the status bar shows, as data."""
+        self._update_rate()
         client = self.client
         counts = getattr(client, "counts", None) or {}
         team = getattr(client, "team", None)
@@ -469,15 +477,17 @@ class LiveLog:
             self._syncing = False
 
     def close(self) -> None:
-        """Stop rendering and detach from the client (on the loop thread)."""
+        """Render the final state, stop the timer and detach from the client (on the loop thread).
+
+        The widget stays on screen, showing how things ended.
+        """
+        if self._closed:
+            return
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.client is not None:
-            try:
-                self.client.remove_tap(self.tap)
-            except (KeyError, ValueError):
-                pass
-        if self.widget is not None:
-            self.widget.close()
+            self.client.remove_tap(self.tap)
+        self._dirty = True
+        self.flush()

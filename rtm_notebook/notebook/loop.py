@@ -92,7 +92,12 @@ class BackgroundLoop:
         if on_loop_thread(self.loop):
             coro.close()
             raise RuntimeError("BackgroundLoop.run() called from its own loop thread: await the coroutine instead")
-        return self.submit(coro).result(timeout)
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
     @property
     def alive(self) -> bool:

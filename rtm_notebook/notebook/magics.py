@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import concurrent.futures
 import difflib
 import hashlib
 import os
@@ -180,12 +181,12 @@ def _web_client(client: Any) -> Any:
     return getattr(client, "web_client", None)
 
 
-def _say_factory(client: Any) -> Callable[[Any, Any], Callable[..., Any]]:
+def _say_factory(sink: HandlerSink | None) -> Callable[[Any, Any], Callable[..., Any]]:
     """``say(text, thread=False)`` for one event: reply in its channel (or its thread).
 
-    From an async handler (on the loop) ``say`` starts sending and returns an
-    awaitable task; from a sync handler (worker thread) it waits until Slack
-    acknowledged the message and returns the reply, raising what went wrong.
+    From an async handler (on the loop) ``say`` queues the message and returns
+    an awaitable future of Slack's reply; from a sync handler (its worker
+    thread) it waits for that reply and returns it, raising what went wrong.
     """
 
     def make(client: Any, event: Any) -> Callable[..., Any]:
@@ -193,18 +194,24 @@ def _say_factory(client: Any) -> Callable[[Any, Any], Callable[..., Any]]:
             channel = event.get("channel")
             if not isinstance(channel, str):
                 raise ValueError(f"say(): a {event.get('type')!r} event has no channel to reply in; use client.send_message(channel, text)")
-            kwargs = {}
-            if thread:
-                kwargs["thread_ts"] = event.get("thread_ts") or event.get("ts")
-            coro = client.send_message(channel, str(text), **kwargs)
-            loop = client.loop
-            if on_loop_thread(loop):
-                return loop.create_task(coro)
-            return asyncio.run_coroutine_threadsafe(coro, loop).result(DEFAULT_TIMEOUT)
+            thread_ts = (event.get("thread_ts") or event.get("ts")) if thread else None
+            reply = client.send_message(channel, str(text), thread_ts=thread_ts)
+            if isinstance(reply, asyncio.Future):
+                # Not awaited by the handler, a failure would go unseen: show it
+                # under the handler's cell.
+                reply.add_done_callback(lambda fut: _report_say(fut, sink))
+                return reply
+            return reply.result(DEFAULT_TIMEOUT)
 
         return say
 
     return make
+
+
+def _report_say(fut: asyncio.Future, sink: HandlerSink | None) -> None:
+    if fut.cancelled() or fut.exception() is None or sink is None:
+        return
+    sink.write("stderr", f"say() failed: {fut.exception()}\n")
 
 
 @magics_class
@@ -245,44 +252,61 @@ class RTMMagics(Magics):
                     hint = f" Did you mean {near[0]}?"
             raise UsageError(f"{exc}.{hint}\nType: %{usage}   (see %{magic}? for help)") from None
 
-    def _stop_session(self, sess: Session) -> None:
-        """Stop a client, its log, its handlers' areas, its simulated workspace."""
+    def _stop_session(self, sess: Session) -> asyncio.Task | None:
+        """Stop a client, then its handlers, log, output areas and simulated workspace.
+
+        In a kernel (on the client's loop) this cannot wait: it returns the
+        task doing it (``await`` it to be sure it is done). Elsewhere it
+        returns when everything has stopped.
+        """
         self.sessions.pop(sess.name, None)
         if self._latest == sess.name:
             self._latest = next(reversed(self.sessions), None)
         client = sess.client
 
         def detach() -> None:
+            client.handlers.clear()
             client.remove_tap(sess.tap)
-            if sess.log is not None:
-                sess.log.close()
+            for task in sess.tasks:
+                task.cancel()
             for sink in sess.sinks.values():
                 sink.close()
-            client.handlers.clear()
+            sess.sinks.clear()
+            if sess.log is not None:
+                sess.log.close()
 
         async def shutdown() -> None:
-            await client.async_stop()
-            if sess.sim is not None:
-                await asyncio.get_running_loop().run_in_executor(None, sess.sim.stop)
+            for task in sess.tasks:
+                task.cancel()
+            await asyncio.gather(*sess.tasks, return_exceptions=True)
+            try:
+                await client.async_stop()
+            finally:
+                detach()
+                if sess.sim is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, sess.sim.stop)
 
         if sess.background is not None:
             try:
-                sess.run(detach)
                 sess.background.run(shutdown(), DEFAULT_TIMEOUT)
             finally:
                 sess.background.stop()
-        else:
-            detach()
-            loop = running_loop()
-            if loop is not None and loop is client.loop:
-                # In a kernel: finish without blocking the loop; the task
-                # is referenced until it is done.
-                _pending.add(task := loop.create_task(shutdown()))
+            return None
+        loop = client.loop
+        if loop is not None and loop.is_running():
+            if on_loop_thread(loop):
+                task = loop.create_task(shutdown())
+                _pending.add(task)
                 task.add_done_callback(_pending.discard)
-            else:
-                client.stop()
-                if sess.sim is not None:
-                    sess.sim.stop()
+                return task
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(DEFAULT_TIMEOUT)
+            return None
+        # The loop that ran the client has ended: nothing left to await.
+        client.stop()
+        detach()
+        if sess.sim is not None:
+            sess.sim.stop()
+        return None
 
     # -- %rtm_connect ----------------------------------------------------------
 
@@ -347,7 +371,7 @@ class RTMMagics(Magics):
             def start() -> None:
                 client.start()  # on a running loop: schedules the session and returns
                 client.add_tap(sess.tap)
-                sess.log = LiveLog(client)
+                sess.log = client.log
 
             if background is not None:
                 background.run(_call_async(start), DEFAULT_TIMEOUT)
@@ -365,13 +389,16 @@ class RTMMagics(Magics):
         self.shell.user_ns[args.name] = client
 
         if background is not None:
-            # Not on the loop: wait for hello here, then learn names.
-            state = background.run(_wait_connected(client, DEFAULT_TIMEOUT), DEFAULT_TIMEOUT + 1)
-            if state != "connected":
-                print(f"{args.name}: not connected (state {state!r}); %rtm_status shows the latest errors", file=sys.stderr)
-            else:
-                background.run(_learn_names(client, sess.log), DEFAULT_TIMEOUT)
-                print(f"{args.name}: connected to {_team_name(client)}; {args.name}.events has the events, %rtm_log shows the newest")
+            # Not on the loop: wait for hello here, then learn the names.
+            try:
+                background.run(_connect(client, sess.log), DEFAULT_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                print(f"{args.name}: still {client.state} after {DEFAULT_TIMEOUT:g} s; it keeps trying (%rtm_status, {args.name}.events)", file=sys.stderr)
+                return
+            except BaseException:
+                self._stop_session(sess)
+                raise
+            print(f"{args.name}: connected to {_team_name(client)}; {args.name}.events has the events, %rtm_log shows the newest")
         else:
             # On the loop (a kernel): waiting would freeze it, so the rest
             # happens in a task while the log shows the state as it changes.
@@ -428,7 +455,8 @@ class RTMMagics(Magics):
             fn = self.shell.user_ns.get(args.function)
             if not callable(fn):
                 raise UsageError(f"{args.function!r} is not a function defined in this notebook. Define def {args.function}(client, event): ... first")
-            name = args.name or getattr(fn, "__name__", args.function)
+            name = args.name or args.function
+            sink = self._sink(sess, name)
         else:
             if args.function:
                 raise UsageError(f"In the cell form the body is the handler: type %%rtm_on {event} {' '.join(line.split()[2:])}".rstrip())
@@ -438,12 +466,10 @@ class RTMMagics(Magics):
             name = args.name or f"{event.replace('*', 'all')}_{_hash(identity)}"
             body = self.shell.transform_cell(cell)
             filename = self.shell.compile.cache(body, self.shell.execution_count, raw_code=cell)
-            fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client, say=_say_factory(sess.client))
+            sink = self._sink(sess, name)
+            fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client, say=_say_factory(sink))
             fn.__name__ = fn.__qualname__ = name
-
-        kernel = in_kernel()
-        sink = HandlerSink(name, sess.loop, widget=kernel, on_text=sess.log.add_output if sess.log is not None else None)
-
+            
         def register() -> Any:
             old = sess.sinks.pop(name, None)
             if old is not None:
@@ -459,6 +485,11 @@ class RTMMagics(Magics):
             from IPython.display import display
 
             display(sink.output)
+
+    def _sink(self, sess: Session, name: str) -> HandlerSink:
+        """The output area of handler ``name``: under this cell in a kernel, the terminal elsewhere."""
+        install_routing()
+        return HandlerSink(name, sess.loop, widget=in_kernel(), on_text=sess.log.add_output if sess.log is not None else None)
 
     def _channel_id(self, sess: Session, channel: str) -> str:
         """Accept ``C123`` or ``#general`` / ``general`` (when the name is known)."""
@@ -597,17 +628,6 @@ def _team_name(client: Any) -> str:
     return str(team or "the workspace")
 
 
-async def _wait_connected(client: Any, timeout: float) -> str:
-    """Wait for the first connection (or for the client to give up); return the state."""
-    try:
-        async with asyncio.timeout(timeout):
-            while client.state not in ("connected", "stopped"):
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pass
-    return client.state
-
-
 async def _learn_names(client: Any, log: LiveLog | None) -> None:
     """Give the log the workspace's user and channel names (one Web API pass)."""
     web = _web_client(client)
@@ -621,9 +641,18 @@ async def _learn_names(client: Any, log: LiveLog | None) -> None:
     log.set_names(users=users, channels=channels)
 
 
+async def _connect(client: Any, log: LiveLog | None) -> None:
+    """Wait for Slack's hello (raising RTMConnectError if the token is refused), then learn names."""
+    await client.connect()
+    await _learn_names(client, log)
+
+
 async def _after_connect(client: Any, log: LiveLog | None) -> None:
-    if await _wait_connected(client, 60.0) == "connected":
-        await _learn_names(client, log)
+    try:
+        await client.connect()
+    except Exception:  # the live log and rtm.last_error show why
+        return
+    await _learn_names(client, log)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -53,15 +53,17 @@ class RoutedStream:
         return getattr(self.target, name)
 
 
-_install_count = 0
 _install_lock = threading.Lock()
 
 
 def install_routing() -> None:
-    """Wrap ``sys.stdout``/``sys.stderr`` (idempotent, counted)."""
-    global _install_count
+    """Wrap ``sys.stdout``/``sys.stderr`` unless they already are (idempotent).
+
+    Called when the extension loads and again for every handler registered,
+    so that a stream replaced in between (a test harness, ``%%capture``) is
+    wrapped too.
+    """
     with _install_lock:
-        _install_count += 1
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
             if not isinstance(stream, RoutedStream):
@@ -69,16 +71,13 @@ def install_routing() -> None:
 
 
 def uninstall_routing() -> None:
-    """Undo one :func:`install_routing`; the last one restores the streams."""
-    global _install_count
+    """Restore the streams that :func:`install_routing` wrapped."""
     with _install_lock:
-        _install_count = max(0, _install_count - 1)
-        if _install_count:
-            return
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
-            if isinstance(stream, RoutedStream):
-                setattr(sys, name, stream.target)
+            while isinstance(stream, RoutedStream):
+                stream = stream.target
+            setattr(sys, name, stream)
 
 
 class HandlerSink:
