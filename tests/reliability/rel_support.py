@@ -1,0 +1,154 @@
+"""Helpers for the reliability suite: waiting on recorded facts, never on clocks.
+
+Time appears here only as hang guards (a broken test fails instead of
+hanging). Assertions are about what was recorded: which frames, in which
+order, on which connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+
+import orjson
+
+from rtm_notebook import RTMClient
+
+GUARD = 30.0  # seconds: a hang guard only, never a speed assertion
+
+
+def client_for(sim, **kwargs) -> RTMClient:
+    kwargs.setdefault("ping_interval", 5)
+    return RTMClient(token=sim.token, base_url=sim.base_url, **kwargs)
+
+
+async def until(pred, what: str = "condition", guard: float = GUARD) -> None:
+    """Poll ``pred`` on the loop until it is true; fail (not hang) after ``guard`` seconds."""
+    try:
+        async with asyncio.timeout(guard):
+            while not pred():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"gave up waiting for {what}") from None
+
+
+def human(sim) -> str:
+    return next(u["id"] for u in sim.users if not u.get("is_bot") and u["id"] != sim.bot_user_id)
+
+
+def general(sim) -> str:
+    return next(c["id"] for c in sim.channels if c["name"] == "general")
+
+
+class SeqTap:
+    """A client tap that checks, per connection, that sim_seq arrives as 1, 2, 3, ...
+
+    O(1) per event (as taps must be): it keeps the last sim_seq and a count
+    per connection and remembers any event that breaks the sequence.
+    """
+
+    def __init__(self, rtm: RTMClient) -> None:
+        self.rtm = rtm
+        self.last: dict[int, int] = defaultdict(int)
+        self.problems: list[tuple[int, int, int]] = []  # (connection, expected, got)
+        self.markers: list[str] = []
+        rtm.add_tap(self)
+
+    def __call__(self, event: dict) -> None:
+        seq = event.get("sim_seq")
+        if seq is None:
+            return
+        conn = self.rtm.connection_number
+        expected = self.last[conn] + 1
+        if seq != expected:
+            self.problems.append((conn, expected, seq))
+        self.last[conn] = seq
+        text = event.get("text")
+        if text.__class__ is str and text.startswith("MARK "):
+            self.markers.append(text)
+
+
+async def mark(sim, tap: SeqTap, label: str) -> None:
+    """Post a marker through the workspace and wait until the client recorded it.
+
+    The marker is queued behind everything the workspace already queued for
+    the socket, so once it is recorded every earlier frame was sent and read.
+    """
+    text = f"MARK {label}"
+    sim.post_message(human(sim), "general", text)
+    await until(lambda: text in tap.markers, f"marker {label!r}")
+
+
+def recorded_seqs(rtm: RTMClient) -> dict[int, list[int]]:
+    """connection -> the sim_seq of every received row, in recording order (from rtm.events)."""
+    df = rtm.events
+    rows = df[df["direction"] == "in"]
+    out: dict[int, list[int]] = defaultdict(list)
+    loads = orjson.loads
+    for conn, raw in zip(rows["connection"].tolist(), rows["raw"].tolist()):
+        try:
+            event = loads(raw)
+        except orjson.JSONDecodeError:
+            continue  # a malformed frame's error row: it carries no sim_seq
+        if isinstance(event, dict) and "sim_seq" in event:
+            out[conn].append(event["sim_seq"])
+    return dict(out)
+
+
+def assert_exactly_once_in_order(rtm: RTMClient, sim, *, complete: set[int] | None = None) -> int:
+    """Every frame the workspace numbered is recorded once, in order, per connection.
+
+    For connections in ``complete`` (default: all) the client must hold all
+    ``sim.sent[n]`` frames; for the others (the TCP connection was aborted,
+    so frames written to a dead socket may never have reached the client)
+    what was recorded must be a gapless prefix 1..k. Returns the number of
+    numbered frames recorded.
+    """
+    seqs = recorded_seqs(rtm)
+    sent = sim.sent
+    total = 0
+    for conn, got in seqs.items():
+        assert got == list(range(1, len(got) + 1)), (
+            f"connection {conn}: sim_seq not 1..{len(got)} in order "
+            f"(first bad index {next(i for i, s in enumerate(got) if s != i + 1)})")
+        assert conn in sent, f"connection {conn} recorded frames the workspace never numbered"
+        assert len(got) <= sent[conn]
+        if complete is None or conn in complete:
+            assert len(got) == sent[conn], f"connection {conn}: sent {sent[conn]}, recorded {len(got)}"
+        total += len(got)
+    for conn, n in sent.items():
+        if n and (complete is None or conn in complete):
+            assert conn in seqs, f"connection {conn}: the workspace sent {n} frames, none recorded"
+    return total
+
+
+def rows_of(rtm: RTMClient, type_: str):
+    df = rtm.events
+    return df[df["type"] == type_]
+
+
+def closes(rtm: RTMClient) -> list[dict]:
+    """The client's recorded ``close`` events (one per ended connection), decoded."""
+    return [orjson.loads(r) for r in rows_of(rtm, "close")["raw"].tolist()]
+
+
+def errors(rtm: RTMClient) -> list[dict]:
+    return [orjson.loads(r) for r in rows_of(rtm, "error")["raw"].tolist()]
+
+
+def rtm_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("rtm-handler-")]
+
+
+def assert_nothing_left(rtm: RTMClient, sim, tasks_before: set, threads_before: set) -> None:
+    """No task, thread or socket of the client is left behind."""
+    assert rtm.state == "stopped"
+    leftover = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
+    assert leftover == set(), leftover
+    # asyncio_N threads are the loop's default executor (DNS lookups): the
+    # loop owns and reuses them, the client does not.
+    extra_threads = {t for t in threading.enumerate()
+                     if t.is_alive() and not t.name.startswith("asyncio_")} - threads_before
+    assert extra_threads == set(), extra_threads
+    assert rtm._conn is None
