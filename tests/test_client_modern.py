@@ -167,6 +167,8 @@ async def test_typing_ping_presence_and_seed_send(sim):
     assert (await presence)["user"] == human(sim)
     mid = await asyncio.wait_for(rtm.send_over_websocket(payload={"type": "typing", "channel": general(sim)}), GUARD)
     assert isinstance(mid, int)
+    # written by us is not yet read by the workspace's thread: wait for it
+    await until(lambda: len(sim.received) - start >= 4, "four frames at the workspace")
     kinds = [f.get("type") for f in sim.received[start:]]
     assert kinds == ["typing", "ping", "presence_sub", "typing"]
     with pytest.raises(SlackClientError):
