@@ -173,12 +173,9 @@ def _as_text(value: Any) -> str | None:
 
 
 def _as_reply_to(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    value = int(value)
-    return value if -_INT64_MAX - 1 <= value <= _INT64_MAX else None
+    if value.__class__ is int and -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        return value
+    return None
 
 
 def _string_array(values) -> pa.Array:
@@ -200,9 +197,13 @@ class _Chunk:
         self.received_us = np.rint(np.array(cols[_RECEIVED_AT], dtype=np.float64) * 1e6).astype(np.int64)
         self.strings = [_string_array(cols[i]) for i in _STRING_FIELDS]
         reply = cols[_REPLY_TO]
-        try:
-            arr = pa.array(reply, type=pa.int64(), memory_pool=_POOL)
+        try:  # inferred, not cast: a cast to int64 would truncate 0.5 to 0
+            arr = pa.array(reply, memory_pool=_POOL)
         except (pa.ArrowException, OverflowError):
+            arr = None
+        if arr is not None and pa.types.is_null(arr.type):
+            arr = arr.cast(pa.int64())
+        elif arr is None or not pa.types.is_int64(arr.type):
             arr = pa.array([_as_reply_to(v) for v in reply], type=pa.int64(), memory_pool=_POOL)
         self.reply_mask = pc.is_null(arr, memory_pool=_POOL).to_numpy(zero_copy_only=False)
         self.reply_values = pc.coalesce(arr, pa.scalar(0, pa.int64()), memory_pool=_POOL).to_numpy()
