@@ -1,0 +1,54 @@
+"""`rtm-notebook sim`: serves in the foreground, prints base URL and token, stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+
+
+def test_cli_sim_serves_until_interrupted():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtm_notebook.cli", "sim", "--rate", "5", "--seed", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        while not any("Ctrl-C" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"sim exited early: {proc.stderr.read()}"
+            lines.append(line)
+        text = "".join(lines)
+        base_url = re.search(r"base URL: (http://127\.0\.0\.1:\d+/api/)", text).group(1)
+        token = re.search(r"token:\s+(xoxb-sim-\S+)", text).group(1)
+        body = httpx.post(base_url + "auth.test", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+        assert body["ok"] is True and body["team"] == "Sim Workspace 2"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_sim_warns_when_not_loopback():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtm_notebook.cli", "sim", "--host", "0.0.0.0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        while not any("Ctrl-C" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"sim exited early: {proc.stderr.read()}"
+            lines.append(line)
+        assert any("warning: bound to 0.0.0.0" in line for line in lines)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
