@@ -267,8 +267,10 @@ class RTMClient:
         self._web_sync: WebClient | None = None
         self._web_lock = threading.Lock()
         self._log: Any = None
+        #: id -> name of users and channels, for :meth:`messages`
         self.user_names: dict[str, str] = {}
         self.channel_names: dict[str, str] = {}
+        self._names_fetched = False
 
         for event, callbacks in RTMClient._callbacks.items():
             for cb in callbacks:
@@ -734,6 +736,10 @@ class RTMClient:
                 if not fut.done():
                     fut.set_result(None)
             self._wake_sender()
+            if not self._names_fetched and self.connect_method == "rtm.connect":
+                # rtm.start brings names in its snapshot; rtm.connect does not.
+                self._names_fetched = True
+                self._spawn(self._fetch_names())
         elif t == "goodbye" and conn is not None:
             conn.end_reason = "goodbye"
             # Closing runs beside the read loop, which keeps draining the
@@ -949,6 +955,17 @@ class RTMClient:
                 self._emit_error("not_delivered", f"{item.message.get('type')} was not sent: {why}")
 
     # ------------------------------------------------------------------ names
+
+    async def _fetch_names(self) -> None:
+        web = self._web(is_async=True)
+        try:
+            async for page in web.paginate("users.list", limit=200):
+                self._learn_names({"users": page.get("members")})
+            async for page in web.paginate("conversations.list", limit=200, types="public_channel,private_channel"):
+                self._learn_names({"channels": page.get("channels")})
+        except (SlackApiError, SlackClientError) as exc:
+            # Names are a convenience for messages(); the session does not need them.
+            log.info("could not fetch user and channel names: %s", exc)
 
     def _learn_names(self, data: dict) -> None:
         for key in ("users",):

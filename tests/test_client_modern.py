@@ -373,11 +373,13 @@ async def test_stop_from_a_sync_handler_thread(sim):
     assert_clean(rtm, before)
 
 
-async def test_messages_view_has_names_with_rtm_start(sim):
-    rtm = client_for(sim, connect_method="rtm.start")
+@pytest.mark.parametrize("method", ["rtm.start", "rtm.connect"])
+async def test_messages_view_has_names(sim, method):
+    rtm = client_for(sim, connect_method=method)
     await rtm.connect()
     sim.post_message(human(sim), "general", "named")
     await rtm.wait_for("message", timeout=GUARD)
+    await until(lambda: len(rtm.channel_names) >= 5, "names known")
     df = rtm.messages()
     row = df[df["text"] == "named"].iloc[0]
     assert row["channel_name"] == "general"
