@@ -223,6 +223,8 @@ class RTMClient:
         connect_method = connect_method or "rtm.connect"
         if connect_method not in ("rtm.connect", "rtm.start"):
             raise SlackClientError(f"connect_method must be 'rtm.connect' or 'rtm.start', not {connect_method!r}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise SlackClientError(f"base_url must be an http(s) URL like {DEFAULT_BASE_URL!r}, not {base_url!r}")
         if not ping_interval or ping_interval <= 0:
             raise SlackClientError(f"ping_interval must be a positive number of seconds, not {ping_interval!r}")
         self._token = token
@@ -487,7 +489,7 @@ class RTMClient:
             await asyncio.wait([task])
         finally:
             await self.async_stop()
-        if isinstance(self.last_error, RTMConnectError):
+        if self.last_error is not None:
             raise self.last_error
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
@@ -613,14 +615,15 @@ class RTMClient:
                     await asyncio.sleep(delay)
                 try:
                     data = await self._rtm_connect(connector)
-                except RTMConnectError as exc:
+                except (RTMConnectError, SlackClientError) as exc:
+                    # a refused token, or a client set up wrongly (e.g. a bad base_url)
                     self._fatal(exc)
                     fatal = True
                     return
                 except _Retry as exc:
                     attempt += 1
                     delay = exc.retry_after if exc.retry_after is not None else _backoff(attempt)
-                    self._emit_error("connect_failed", f"{exc}; retrying in {delay:.1f} s")
+                    self._emit_error("connect_failed", f"{exc} (retrying in {delay:.1f} s)")
                     self._set_state("reconnecting")
                     continue
                 self.connection_number += 1
@@ -631,11 +634,11 @@ class RTMClient:
                 )
                 try:
                     await conn.open()
-                except (OSError, TimeoutError, InvalidURI, InvalidHandshake) as exc:
+                except (OSError, TimeoutError, InvalidURI, InvalidHandshake, ValueError) as exc:
                     attempt += 1
                     delay = _backoff(attempt)
-                    self._emit_error("socket_failed", f"could not open the RTM socket ({type(exc).__name__}: {exc}); "
-                                     f"retrying in {delay:.1f} s")
+                    self._emit_error("socket_failed", f"could not open the RTM socket ({type(exc).__name__}: {exc}) "
+                                     f"(retrying in {delay:.1f} s)")
                     self._set_state("reconnecting")
                     continue
                 reason = await self._run_connection(conn, data, loop)
@@ -704,10 +707,10 @@ class RTMClient:
                     "have been posted (check the channel before sending it again)"))
         self._emit({"type": "close", "connection": conn.number, "reason": conn.end_reason or "ended"})
 
-    def _fatal(self, exc: RTMConnectError) -> None:
+    def _fatal(self, exc: RTMConnectError | SlackClientError) -> None:
         self.last_error = exc
         log.error("%s", exc)
-        self._emit_error(exc.error, str(exc))
+        self._emit_error(getattr(exc, "error", None) or type(exc).__name__, str(exc))
         self._fail_outbox(str(exc))
         self._fail_waiters(exc)
         self._set_state("stopped")

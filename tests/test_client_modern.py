@@ -392,3 +392,5 @@ def test_constructor_rejects_bad_options():
         RTMClient(token="xoxb-x", connect_method="rtm.nope")
     with pytest.raises(SlackClientError, match="ping_interval"):
         RTMClient(token="xoxb-x", ping_interval=0)
+    with pytest.raises(SlackClientError, match="base_url"):
+        RTMClient(token="xoxb-x", base_url="slack.com/api")
