@@ -53,11 +53,14 @@ class SeqTap:
         self.last: dict[int, int] = defaultdict(int)
         self.problems: list[tuple[int, int, int]] = []  # (connection, expected, got)
         self.markers: list[str] = []
+        self.errors: list[dict] = []  # every error event, as handlers see it
         rtm.add_tap(self)
 
     def __call__(self, event: dict) -> None:
         seq = event.get("sim_seq")
         if seq is None:
+            if event.get("type") == "error":
+                self.errors.append(event)
             return
         conn = self.rtm.connection_number
         expected = self.last[conn] + 1
@@ -134,7 +137,17 @@ def closes(rtm: RTMClient) -> list[dict]:
 
 
 def errors(rtm: RTMClient) -> list[dict]:
-    return [orjson.loads(r) for r in rows_of(rtm, "error")["raw"].tolist()]
+    """The recorded error rows whose ``raw`` is the error event itself (the
+    client's own errors); a malformed frame's row keeps the frame's text as
+    ``raw`` instead, and comes back as ``{"malformed": raw}``."""
+    out = []
+    for raw in rows_of(rtm, "error")["raw"].tolist():
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            event = None
+        out.append(event if isinstance(event, dict) and event.get("type") == "error" else {"malformed": raw})
+    return out
 
 
 def rtm_threads() -> list[threading.Thread]:
