@@ -301,11 +301,17 @@ async def test_usage_errors_with_a_client(shell):
         "%rtm_off": "Type %rtm_off NAME",
         "%rtm_connect --name 2x": "--name must be a Python variable name",
         "%rtm_connect --token-env NO_SUCH_VAR_SET": "Environment variable NO_SUCH_VAR_SET is not set",
+        '%%rtm_on message --match "unbalanced\npass': "check the quotes",
     }
     for cell, expected in cases.items():
         result = await run(shell, cell)
         assert isinstance(result.error_in_exec, UsageError), (cell, result.error_in_exec)
         assert expected in str(result.error_in_exec), (cell, str(result.error_in_exec))
+    # Quotes group words and are not part of the value; backslashes survive.
+    await ok(shell, '%%rtm_on message --match "^Hello there" --name quoted\npass')
+    await ok(shell, "%%rtm_on message --match \\bhi\\b --name escaped\npass")
+    assert shell.user_ns["rtm"].handlers["quoted"].filters["match"] == "^Hello there"
+    assert shell.user_ns["rtm"].handlers["escaped"].filters["match"] == r"\bhi\b"
     # Channel names resolve to ids.
     await ok(shell, "%%rtm_on message --channel #general --name in_general\npass")
     general = next(cid for cid, n in shell.user_ns["rtm"].channel_names.items() if n == "general")

@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import difflib
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -36,7 +37,8 @@ from typing import Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
 
 from rtm_notebook.notebook.livelog import LiveLog, fetch_names
 from rtm_notebook.notebook.loop import BackgroundLoop, in_kernel, on_loop_thread, running_loop
@@ -122,6 +124,12 @@ def session(name: str | None = None) -> Session:
     if _current is None:
         raise UsageError("The rtm_notebook extension is not loaded: run %load_ext rtm_notebook")
     return _current._session(name)
+
+
+def _unquote(token: str) -> str:
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
+        return token[1:-1]
+    return token
 
 
 def _hash(text: str) -> str:
@@ -238,8 +246,12 @@ class RTMMagics(Magics):
         return self.sessions[name]
 
     def _parse(self, fn: Callable, line: str) -> Any:
+        # IPython's splitter keeps backslashes (regexes such as \bhi\b survive)
+        # but also keeps the quotes around "two words"; drop those.
         try:
-            return parse_argstring(fn, line)
+            return fn.parser.parse_args([_unquote(token) for token in arg_split(line)])
+        except ValueError as exc:  # unbalanced quotes
+            raise UsageError(f"Cannot split the options ({exc}): check the quotes. See %{fn.__name__}?") from None
         except UsageError as exc:
             magic = fn.__name__
             usage = fn.parser.format_usage().strip().replace("usage: ", "")
@@ -655,11 +667,20 @@ async def _after_connect(client: Any, log: LiveLog | None) -> None:
     await _learn_names(client, log)
 
 
+# Handler errors and connection trouble already show under the registering
+# cell and in the live log. Without any logging handler configured, Python's
+# last-resort handler would also print the package's warnings to stderr, i.e.
+# into whichever cell happens to be running; this NullHandler stops that
+# (records still reach the root logger's handlers if the user set any up).
+_no_last_resort = logging.NullHandler()
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext rtm_notebook``: register the magics (idempotent)."""
     global _current
     if _current is not None:
         return
+    logging.getLogger("rtm_notebook").addHandler(_no_last_resort)
     magics = RTMMagics(ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
@@ -684,3 +705,4 @@ def unload_ipython_extension(ipython: Any) -> None:
             for name in [n for n in ipython.magics_manager.magics[kind] if n.startswith("rtm_")]:
                 del ipython.magics_manager.magics[kind][name]
         uninstall_routing()
+        logging.getLogger("rtm_notebook").removeHandler(_no_last_resort)
