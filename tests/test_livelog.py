@@ -165,3 +165,35 @@ async def test_handler_output_rows(log):
     log.add_output("greeter", "stdout", "said hi\n")
     log.flush()
     assert '<tr class="out">' in log._rows_html.value and "said hi" in log._rows_html.value
+
+
+async def test_with_a_real_client_status_names_and_no_token():
+    from rtm_notebook.client import RTMClient
+    from rtm_notebook.sim import SimWorkspace
+
+    with SimWorkspace(rate=0) as sim:
+        client = RTMClient(token=sim.token, base_url=sim.base_url)
+        log = LiveLog(client, widgets=True, interval=0.01)
+        client.start()
+        try:
+            async with asyncio.timeout(15):  # hang guard
+                await client.connect()
+                while not client.channel_names:
+                    await asyncio.sleep(0.01)
+                sim.burst(3000)
+                while client.counts.total() < 3000:
+                    await asyncio.sleep(0.01)
+            await rendered(log)
+            log.flush()
+            status = log._status.value
+            assert "state: connected" in status and "team: " + sim.team["name"] in status and "connection #1" in status
+            assert "handler errors: 0" in status and "message " in status
+            html = log._rows_html.value
+            assert html.count("<tr") == log.visible
+            assert any(f"#{name}</td>" in html for name in client.channel_names.values())
+            everything = html + status + repr(log) + log.text(50) + str(log._channel.options) + str(log._type.options)
+            assert sim.token not in everything and "xoxb-sim" not in everything
+        finally:
+            await client.async_stop()
+            log.close()
+        assert "state: stopped" in log._status.value

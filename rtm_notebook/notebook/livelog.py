@@ -85,22 +85,6 @@ def _names(items: Mapping[str, str] | Iterable[Mapping[str, Any]] | None) -> dic
     return out
 
 
-async def fetch_names(web_client: Any) -> tuple[dict[str, str], dict[str, str]]:
-    """Users and channels of the workspace, id → name, through the Web API.
-
-    One ``users.list`` and one ``conversations.list`` pass (following
-    cursors), done once after connecting so that each row of the log is a
-    dict lookup.
-    """
-    users: dict[str, str] = {}
-    channels: dict[str, str] = {}
-    async for page in web_client.paginate("users.list", limit=200):
-        users.update(_names(page.get("members") or []))
-    async for page in web_client.paginate("conversations.list", limit=200, types="public_channel,private_channel"):
-        channels.update(_names(page.get("channels") or []))
-    return users, channels
-
-
 class LiveLog:
     """A live, filterable view of the newest events of an RTM client.
 
@@ -155,6 +139,7 @@ class LiveLog:
         self._closed = False
         self._known_types: tuple[str, ...] = ()
         self._known_channels: tuple[str, ...] = ()
+        self._names_known = 0
         self.widget: Any = None
         if widgets if widgets is not None else in_kernel():
             self._build_widgets()
@@ -187,7 +172,6 @@ class LiveLog:
         """Give the log id → name lookups (mappings or Slack user/channel objects)."""
         self.users.update(_names(users))
         self.channels.update(_names(channels))
-        self._known_channels = ()
         self._dirty = True
 
     def set_filter(self, *, type: str | None = ALL, channel: str | None = ALL, search: str | None = None) -> None:
@@ -462,9 +446,11 @@ class LiveLog:
             return
         new_types = tuple(sorted(types | set(self._known_types)))
         new_channels = tuple(sorted(channels | set(self._known_channels)))
-        if new_types == self._known_types and new_channels == self._known_channels:
+        # The client learns channel names after connecting: relabel then too.
+        names = len(self.channels)
+        if new_types == self._known_types and new_channels == self._known_channels and names == self._names_known:
             return
-        self._known_types, self._known_channels = new_types, new_channels
+        self._known_types, self._known_channels, self._names_known = new_types, new_channels, names
         self._syncing = True
         try:
             keep = self._type.value

@@ -40,7 +40,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
-from rtm_notebook.notebook.livelog import LiveLog, fetch_names
+from rtm_notebook.notebook.livelog import LiveLog
 from rtm_notebook.notebook.loop import BackgroundLoop, in_kernel, on_loop_thread, running_loop
 from rtm_notebook.notebook.output import HandlerSink, install_routing, uninstall_routing
 
@@ -79,7 +79,6 @@ class Session:
         self.sim = sim
         self.background = background
         self.sinks: dict[str, HandlerSink] = {}
-        self.tasks: set[asyncio.Task] = set()
 
     @property
     def loop(self) -> Any:
@@ -108,12 +107,6 @@ class Session:
                 sink = self.sinks.get(handler)
                 if sink is not None:
                     sink.error(event)
-
-    def keep(self, coro: Any) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
 
 
 def session(name: str | None = None) -> Session:
@@ -279,8 +272,6 @@ class RTMMagics(Magics):
         def detach() -> None:
             client.handlers.clear()
             client.remove_tap(sess.tap)
-            for task in sess.tasks:
-                task.cancel()
             for sink in sess.sinks.values():
                 sink.close()
             sess.sinks.clear()
@@ -288,9 +279,6 @@ class RTMMagics(Magics):
                 sess.log.close()
 
         async def shutdown() -> None:
-            for task in sess.tasks:
-                task.cancel()
-            await asyncio.gather(*sess.tasks, return_exceptions=True)
             try:
                 await client.async_stop()
             finally:
@@ -401,9 +389,9 @@ class RTMMagics(Magics):
         self.shell.user_ns[args.name] = client
 
         if background is not None:
-            # Not on the loop: wait for hello here, then learn the names.
+            # Not on the loop: wait for hello here.
             try:
-                background.run(_connect(client, sess.log), DEFAULT_TIMEOUT)
+                background.run(client.connect(), DEFAULT_TIMEOUT)
             except concurrent.futures.TimeoutError:
                 print(f"{args.name}: still {client.state} after {DEFAULT_TIMEOUT:g} s; it keeps trying (%rtm_status, {args.name}.events)", file=sys.stderr)
                 return
@@ -412,9 +400,8 @@ class RTMMagics(Magics):
                 raise
             print(f"{args.name}: connected to {_team_name(client)}; {args.name}.events has the events, %rtm_log shows the newest")
         else:
-            # On the loop (a kernel): waiting would freeze it, so the rest
-            # happens in a task while the log shows the state as it changes.
-            sess.keep(_after_connect(client, sess.log))
+            # On the loop (a kernel): waiting for hello would freeze it; the
+            # log shows the state as it changes.
             from IPython.display import display
 
             display(sess.log)
@@ -638,33 +625,6 @@ def _team_name(client: Any) -> str:
     if isinstance(team, dict):
         return str(team.get("name") or team.get("domain") or team.get("id") or "the workspace")
     return str(team or "the workspace")
-
-
-async def _learn_names(client: Any, log: LiveLog | None) -> None:
-    """Give the log the workspace's user and channel names (one Web API pass)."""
-    web = _web_client(client)
-    if log is None or web is None:
-        return
-    try:
-        users, channels = await fetch_names(web)
-    except Exception as exc:  # names are a nicety: the log shows ids without them
-        print(f"rtm_notebook: could not load user/channel names ({exc}); the log shows ids", file=sys.__stderr__)
-        return
-    log.set_names(users=users, channels=channels)
-
-
-async def _connect(client: Any, log: LiveLog | None) -> None:
-    """Wait for Slack's hello (raising RTMConnectError if the token is refused), then learn names."""
-    await client.connect()
-    await _learn_names(client, log)
-
-
-async def _after_connect(client: Any, log: LiveLog | None) -> None:
-    try:
-        await client.connect()
-    except Exception:  # the live log and rtm.last_error show why
-        return
-    await _learn_names(client, log)
 
 
 # Handler errors and connection trouble already show under the registering
