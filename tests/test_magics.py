@@ -363,3 +363,22 @@ def test_outside_a_kernel_uses_a_background_loop(capsys, shell):
     background = session().background
     assert shell.run_cell("%rtm_stop").success
     assert client.state == "stopped" and not background.alive
+
+
+async def test_default_name_follows_the_cell_id_when_the_front_end_sends_one(shell):
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+
+    async def in_cell(cell_id: str, cell: str) -> None:
+        result = await shell.run_cell_async(cell, transformed_cell=shell.transform_cell(cell), cell_id=cell_id)
+        assert result.success, result.error_in_exec
+
+    await in_cell("cell-a", "%%rtm_on message --match A\npass")
+    # The same cell edited (options and body) replaces its handler...
+    await in_cell("cell-a", "%%rtm_on message --match B\nprint('edited')")
+    assert len(client.handlers) == 1 and next(iter(client.handlers)).filters == {"match": "B"}
+    # ...while an identical magic line in another cell is another handler.
+    await in_cell("cell-b", "%%rtm_on message --match B\nprint('edited')")
+    assert len(client.handlers) == 2
+    await stop_all(shell)
