@@ -317,8 +317,8 @@ def _line(row: tuple) -> bytes:
     """A row as one JSON line: an object with every column, in COLUMNS order."""
     (received_at, type_, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to, direction,
      connection, seq, raw) = row
-    if raw.__class__ is bytes:  # orjson's output: always valid UTF-8
-        raw = raw.decode()
+    if raw.__class__ is bytes:  # orjson's output, or a binary frame the caller passed
+        raw = raw.decode("utf-8", "backslashreplace")
     record = {"received_at": received_at, "type": type_, "subtype": subtype, "channel": channel, "user": user,
               "text": text, "ts": ts, "thread_ts": thread_ts, "event_ts": event_ts, "reply_to": reply_to,
               "direction": direction, "connection": connection, "seq": seq, "raw": raw}
@@ -437,8 +437,13 @@ class EventFrame:
         ``raw`` is the frame's text as received (pass it: it saves encoding
         the event again); when None the event is encoded with orjson. It may
         be text that is not JSON at all (an error event about a malformed
-        frame): it is kept as is. ``received_at`` is ``time.time()``
+        frame): it is kept as is; bytes are decoded as UTF-8, undecodable
+        bytes kept as ``\\x..`` escapes. ``received_at`` is ``time.time()``
         seconds, now when None.
+
+        Raises TypeError/ValueError, recording nothing, when ``event`` is
+        not a dict, ``direction`` is not "in"/"out", or ``connection`` or
+        ``received_at`` is not a number of the right kind.
         """
         if event.__class__ is not dict and not isinstance(event, dict):
             raise TypeError(f"EventFrame.append needs the event as a dict, got {type(event).__name__}; "
