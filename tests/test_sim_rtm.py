@@ -328,6 +328,18 @@ async def test_stall_stops_pongs_and_events_then_resumes_without_loss(sim):
     await sock.close()
 
 
+async def test_stall_stops_protocol_pongs_too(sim):
+    sock = await (await Socket.open(sim)).hello()
+    assert await asyncio.wait_for(await sock.ws.ping(b"before"), 10) is not None
+    sim.stall()
+    waiter = await sock.ws.ping(b"during")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(waiter), 0.5)
+    sim.stall(0)
+    assert await asyncio.wait_for(await sock.ws.ping(b"after"), 10) is not None
+    await sock.close()
+
+
 async def test_timed_stall_ends_by_itself(sim):
     sock = await (await Socket.open(sim)).hello()
     sim.stall(0.3)
@@ -413,3 +425,16 @@ async def wait_for(pred, timeout=10.0):
     while not pred():
         assert time.monotonic() < deadline, "condition never became true"
         await asyncio.sleep(0.01)
+
+
+async def test_stop_closes_sockets_going_away():
+    sim = SimWorkspace(seed=4).start()
+    with pytest.raises(RuntimeError, match="already running"):
+        sim.start()
+    sock = await (await Socket.open(sim)).hello()
+    await asyncio.get_running_loop().run_in_executor(None, sim.stop)
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await sock.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    sim.stop()  # idempotent
+    assert sim.base_url == ""

@@ -630,7 +630,8 @@ class SimWorkspace:
         if ticket is None:
             # Not a URL this workspace handed out: refuse the handshake.
             return _json({"ok": False, "error": "invalid_url"}, status=404)
-        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, timeout=2.0)
+        # autoping off: a stalled server must not answer protocol pings either.
+        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, timeout=2.0, autoping=False)
         await ws.prepare(request)
         self._conn_count += 1
         conn = _Conn(self._conn_count, ticket.user, ws, request, ticket)
@@ -650,14 +651,22 @@ class SimWorkspace:
                 for _ in range(n):
                     self._emit(self._traffic.next())
         try:
-            async for msg in ws:
-                if conn.ignore_input or conn.closing:
-                    continue
-                if msg.type is WSMsgType.TEXT:
-                    self._on_client_frame(conn, msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    conn.send({"type": "error", "error": {"code": E_BAD_FRAME, "msg": "binary frames are not supported; send JSON text"}})
-                else:  # ERROR: the frame was too big (aiohttp already sent close 1009) or the read failed
+            while True:
+                msg = await ws.receive()
+                kind = msg.type
+                if kind is WSMsgType.TEXT:
+                    if not (conn.ignore_input or conn.closing):
+                        self._on_client_frame(conn, msg.data)
+                elif kind is WSMsgType.BINARY:
+                    if not (conn.ignore_input or conn.closing):
+                        conn.send({"type": "error", "error": {"code": E_BAD_FRAME,
+                                                              "msg": "binary frames are not supported; send JSON text"}})
+                elif kind is WSMsgType.PING:
+                    if not self._stalled:
+                        await ws.pong(msg.data)
+                elif kind is not WSMsgType.PONG:
+                    # CLOSE/CLOSED, or ERROR: a frame over the limit (aiohttp
+                    # has sent close 1009) or a broken connection.
                     break
         finally:
             self._conns.pop(conn.number, None)

@@ -113,25 +113,33 @@ class Traffic:
         event = self.makers[bisect_right(self.cum, self.rand())]()
         return event if event is not None else self._message()
 
-    def _message(self, thread: tuple[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
-        ws = self.ws
-        conv = thread[0] if thread else self._pick(self.convs)
+    def _message(self) -> dict[str, Any]:
+        # The commonest event, so it is written out flat.
+        rand = self.rand
+        convs = self.convs
+        conv = convs[int(rand() * len(convs))]
         people = self.people[conv.id]
-        user = people[int(self.rand() * len(people))]
-        text = self._text(people)
-        ts = ws.clock.next()
-        if thread:
-            parent = thread[1]
-            msg = ws.add_message(conv, user, text, ts, thread_ts=parent["ts"], parent_user_id=parent.get("user", ""))
-        else:
-            msg = {"type": "message", "user": user, "text": text, "ts": ts, "team": ws.team_id}
-            conv.add(msg)
-            self.recent.append((conv, ts))
+        user = people[int(rand() * len(people))]
+        texts = HELLO_TEXTS if rand() < 0.2 else TEXTS
+        text = texts[int(rand() * len(texts))]
+        if "{user}" in text:
+            text = text.replace("{user}", f"<@{people[int(rand() * len(people))]}>")
+        ts = self.ws.clock.next()
+        msg = {"type": "message", "user": user, "text": text, "ts": ts, "team": self.ws.team_id}
+        conv.add(msg)
+        self.recent.append((conv, ts))
         return {**msg, "channel": conv.id, "event_ts": ts}
 
     def _reply(self) -> dict[str, Any] | None:
         target = self._recent_message()
-        return None if target is None else self._message(target)
+        if target is None:
+            return None
+        conv, parent = target
+        people = self.people[conv.id]
+        ts = self.ws.clock.next()
+        msg = self.ws.add_message(conv, self._pick(people), self._text(people), ts, thread_ts=parent["ts"],
+                                  parent_user_id=parent["user"])
+        return {**msg, "channel": conv.id, "event_ts": ts}
 
     def _bot_message(self) -> dict[str, Any]:
         ws = self.ws

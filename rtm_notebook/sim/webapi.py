@@ -48,8 +48,10 @@ class Args:
         """A string argument; numbers are accepted as their text. ``missing`` is the error when absent."""
         value = self.data.get(name)
         if value is None or value == "":
+            if missing == "invalid_arguments":
+                raise ApiError(missing, f"[ERROR] missing required field: {name}")
             if missing is not None:
-                raise ApiError(missing, f"[ERROR] missing required field: {name}") if missing == "invalid_arguments" else ApiError(missing)
+                raise ApiError(missing)
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ApiError("invalid_arguments", f"[ERROR] must provide a string [json-pointer:/{name}]")
