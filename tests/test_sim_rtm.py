@@ -438,3 +438,10 @@ async def test_stop_closes_sockets_going_away():
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001
     sim.stop()  # idempotent
     assert sim.base_url == ""
+
+
+def test_close_code_must_be_sendable(sim):
+    with pytest.raises(ValueError, match="not a close code"):
+        sim.close_sockets(1006)
+    with pytest.raises(ValueError, match="123 bytes"):
+        sim.close_sockets(1000, "x" * 200)

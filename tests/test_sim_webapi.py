@@ -287,3 +287,34 @@ def test_same_seed_same_workspace_and_traffic():
     assert a == b
     assert a[0] != c[0] and a[4] != c[4]
     assert {e["type"] for e in a[4]} >= {"message", "reaction_added", "user_typing", "presence_change"}
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+METHODS = ["auth.test", "rtm.connect", "rtm.start", "chat.postMessage", "chat.update", "chat.delete",
+           "reactions.add", "conversations.list", "conversations.info", "conversations.history",
+           "conversations.replies", "users.list", "users.info"]
+FIELDS = ["channel", "text", "ts", "thread_ts", "timestamp", "name", "limit", "cursor", "types", "user",
+          "oldest", "latest", "inclusive", "blocks"]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(METHODS), body=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=5),
+       as_json=st.booleans())
+def test_any_arguments_get_an_envelope(sim, method, body, as_json):
+    headers = {"Authorization": f"Bearer {sim.token}"}
+    if as_json:
+        r = httpx.post(sim.base_url + method, json=body, headers=headers, timeout=10)
+    else:
+        form = {k: v if isinstance(v, str) else str(v) for k, v in body.items()}
+        r = httpx.post(sim.base_url + method, data=form, headers=headers, timeout=10)
+    assert r.status_code == 200
+    envelope = r.json()
+    assert isinstance(envelope["ok"], bool)
+    assert envelope["ok"] or (isinstance(envelope["error"], str) and envelope["error"] != "internal_error")

@@ -464,6 +464,11 @@ class SimWorkspace:
 
     def close_sockets(self, code: int = 1000, reason: str = "") -> None:
         """Close every socket now with this close code."""
+        if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+            raise ValueError(f"{code} is not a close code a server may send; use 1000-1003, 1007-1014 or 3000-4999")
+        if len(reason.encode()) > 123:
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
+
         def close() -> None:
             for conn in list(self._conns.values()):
                 self._close_now(conn, code, reason)
