@@ -232,7 +232,7 @@ AFTER_CONNECT = [
     ("%rtm_on message rel_missing", "def rel_missing(client, event)"),
     ("%rtm_on message rel_not_a_function", "def rel_not_a_function(client, event)"),
     ("%rtm_on message rel_good --match '('", "regular expression"),
-    ("%rtm_on message rel_good --channel nosuch", "#general"),
+    ("%rtm_on message rel_good --channel nosuch", "Unknown channel 'nosuch'"),
     ("%%rtm_on message rel_good\npass", "cell form"),
     ("%%rtm_on message\n   ", "empty"),
     ("%rtm_off rel_nosuch", "rel_nosuch"),
