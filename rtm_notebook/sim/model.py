@@ -227,38 +227,29 @@ class Workspace:
                 ts = format_ts(t * 1_000_000 + rng.randrange(1_000_000))
                 user = rng.choice(people)
                 thread_ts = rng.choice(parents) if parents and rng.random() < 0.2 else None
-                self.add_message(conv, user, rng.choice(TEXTS).format(user=rng.choice(people)), ts, thread_ts=thread_ts)
+                self.add_message(conv, user, rng.choice(TEXTS).format(user=f"<@{rng.choice(people)}>"), ts, thread_ts=thread_ts)
                 if thread_ts is None:
                     parents.append(ts)
 
     # -- messages ------------------------------------------------------
 
-    def message(self, conv: Conversation, user: str | None, text: str, ts: str, *,
-                thread_ts: str | None = None) -> dict[str, Any]:
-        """A message dict as Slack stores it (not yet added)."""
+    def add_message(self, conv: Conversation, user: str, text: str, ts: str, *,
+                    thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
+        """Store a new message by ``user`` (a reply also updates its parent) and return it."""
         msg: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": ts, "team": self.team_id}
         if user == self.bot_user_id:
             msg["bot_id"] = self.bot_id
             msg["app_id"] = self.app_id
         if thread_ts is not None:
             msg["thread_ts"] = thread_ts
-        return msg
-
-    def add_message(self, conv: Conversation, user: str | None, text: str, ts: str, *,
-                    thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
-        """Store a new message (a reply also updates its parent) and return it."""
-        msg = self.message(conv, user, text, ts, thread_ts=thread_ts)
-        if extra:
-            msg.update(extra)
-            if user is None:
-                del msg["user"]
+        msg.update(extra)
         if thread_ts is not None:
             parent = conv.messages.get(thread_ts)
             if parent is not None:
                 parent.setdefault("thread_ts", thread_ts)
                 parent["reply_count"] = parent.get("reply_count", 0) + 1
                 users = parent.setdefault("reply_users", [])
-                if user is not None and user not in users:
+                if user not in users:
                     users.append(user)
                 parent["reply_users_count"] = len(users)
                 parent["latest_reply"] = ts

@@ -388,7 +388,12 @@ class SimWorkspace:
         body = orjson.dumps(event)
         for conn in self._conns.values():
             if conn is not exclude and not conn.closing:
-                conn.push(body)
+                queue = conn.queue
+                # The sender only waits on an empty queue (or a stall, which
+                # wakes it when it ends), so only the first item needs a wake-up.
+                if not queue:
+                    conn.wake.set()
+                queue.append(body)
 
     def _broadcast_presence(self, user: str, presence: str) -> None:
         single = orjson.dumps({"type": "presence_change", "user": user, "presence": presence})
