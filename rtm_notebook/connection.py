@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # from exhausting memory (websockets' default of 1 MiB is too small for
 # some rtm.start-era payloads).
 MAX_FRAME_RECEIVED = 64 * 2**20
+MAX_QUEUED_FRAMES = 4096
 # A graceful close waits this long for the server's close frame.
 CLOSE_TIMEOUT = 2.0
 
@@ -96,6 +97,10 @@ class Connection:
             # RTM events are small: deflate would cost more CPU per event
             # than it saves on loopback or a LAN.
             "compression": None,
+            # websockets pauses the transport past 16 queued frames by default;
+            # a deeper queue lets one loop iteration drain a whole TCP read
+            # (hundreds of small events) instead of waking up every 16.
+            "max_queue": MAX_QUEUED_FRAMES,
         }
         if self.url.startswith("wss:") and self._ssl is not None:
             kwargs["ssl"] = self._ssl

@@ -159,17 +159,21 @@ class Handler:
             )
             self._thread.start()
 
-    def _invoke_args(self) -> tuple[tuple, dict]:
+    def _caller(self) -> Callable[[dict], Any]:
+        """fn bound to everything but the event, built once per worker."""
         reg = self._registry
         assert reg is not None
+        fn = self.fn
         if self.style == "seed":
-            return (), dict(reg.seed_kwargs(self.is_async)) if reg.seed_kwargs else {}
-        return (reg.owner,), {}
+            base = dict(reg.seed_kwargs(self.is_async)) if reg.seed_kwargs else {}
+            return lambda event: fn(**base, data=event)
+        owner = reg.owner
+        return lambda event: fn(owner, event)
 
     async def _run_async(self) -> None:
         q = self._queue
         loop = asyncio.get_running_loop()
-        fn = self.fn
+        call = self._caller()
         while True:
             if not q:
                 self._wake = loop.create_future()
@@ -178,18 +182,13 @@ class Handler:
             event = q.popleft()
             if self._has_filters and not self.accepts(event):
                 continue
-            args, kwargs = self._invoke_args()
-            if self.style == "seed":
-                kwargs["data"] = event
-            else:
-                args = (*args, event)
             start = perf_counter()
             try:
                 if self.call_context is not None:
                     with self.call_context():
-                        await fn(*args, **kwargs)
+                        await call(event)
                 else:
-                    await fn(*args, **kwargs)
+                    await call(event)
             except Exception as exc:  # a handler's bug must not stop the others
                 self._failed(exc, event)
             finally:
@@ -198,7 +197,7 @@ class Handler:
 
     def _run_sync(self, loop: asyncio.AbstractEventLoop) -> None:
         q = self._queue
-        fn = self.fn
+        call = self._caller()
         try:
             while True:
                 event = q.get()
@@ -206,18 +205,13 @@ class Handler:
                     return
                 if self._has_filters and not self.accepts(event):
                     continue
-                args, kwargs = self._invoke_args()
-                if self.style == "seed":
-                    kwargs["data"] = event
-                else:
-                    args = (*args, event)
                 start = perf_counter()
                 try:
                     if self.call_context is not None:
                         with self.call_context():
-                            fn(*args, **kwargs)
+                            call(event)
                     else:
-                        fn(*args, **kwargs)
+                        call(event)
                 except Exception as exc:
                     self._failed(exc, event, loop)
                 finally:
