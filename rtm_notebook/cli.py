@@ -268,12 +268,13 @@ async def _demo(*, seconds: float, rate: float, seed: int, token: str | None, re
         if sim is not None:
             sim.stop()
 
-    print(_summary(stats, channels, elapsed, where, interrupted), file=out.stream)
     in_file = len(EventFrame.read(record_path)) if os.path.exists(record_path) else 0
     print(f"\nRecorded {len(client.event_frame)} events of this run to {record_path} "
           f"({in_file} in the file; it is appended to, run after run).", file=out.stream)
     print(f'Load them with: from rtm_notebook import EventFrame; EventFrame.read("{record_path}").to_pandas()',
           file=out.stream)
+    # Last, so that a terminal shows the table when the demo ends.
+    print(_summary(stats, channels, elapsed, where, interrupted), file=out.stream)
     out.stream.flush()
     return 0
 
