@@ -314,3 +314,54 @@ async def test_message_whose_reply_is_lost_with_the_socket_fails_explicitly(sim,
     sim.stall(0)
     await connected(rtm, 2)
     await rtm.stop()
+
+
+class _SilentApi:
+    """A Web API on its own thread and loop that accepts rtm.connect and never answers."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.base_url = ""
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), name="silent-api", daemon=True)
+
+    async def _serve(self) -> None:
+        from aiohttp import web
+
+        async def never(request):
+            self.calls += 1
+            await asyncio.sleep(3600)
+
+        self._loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", never)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/"
+        self._ready.set()
+        await self._done.wait()
+        await runner.cleanup()
+
+    def __enter__(self) -> "_SilentApi":
+        self._thread.start()
+        assert self._ready.wait(GUARD)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._done.set)
+        self._thread.join(GUARD)
+
+
+async def test_stop_while_rtm_connect_is_in_flight_leaves_nothing():
+    with _SilentApi() as api:
+        tasks_before = asyncio.all_tasks()
+        threads_before = set(threading.enumerate())
+        rtm = RTMClient(token="xoxb-0000-silent", base_url=api.base_url)
+        rtm.start()
+        await until(lambda: api.calls == 1, "rtm.connect to be in flight")
+        assert rtm.state == "connecting"
+        await asyncio.wait_for(rtm.stop(), GUARD)
+        assert_nothing_left(rtm, None, tasks_before, threads_before)
