@@ -723,11 +723,21 @@ class RTMClient:
         self.counts[t] += 1
         if t in _CONTROL:
             self._control(t, event)
-        for tap in self._taps:
-            tap(event)
+        if self._taps:
+            self._feed_taps(event)
         self._dispatch(t, event)
         if self._waits:
             self._check_waits(t, event)
+
+    def _feed_taps(self, event: dict) -> None:
+        for tap in self._taps:
+            try:
+                tap(event)
+            except Exception:
+                # A broken view must not break intake; it would fail on every
+                # event, so it is taken off rather than retried.
+                log.exception("tap %r raised and was removed", tap)
+                self.remove_tap(tap)
 
     def _control(self, t: str, event: dict) -> None:
         conn = self._conn
@@ -754,8 +764,8 @@ class RTMClient:
         t = event["type"]
         self._append(event, None, connection=self.connection_number, received_at=_time())
         self.counts[t] += 1
-        for tap in self._taps:
-            tap(event)
+        if self._taps:
+            self._feed_taps(event)
         if dispatch:
             self._dispatch(t, event)
             if self._waits:
@@ -772,8 +782,8 @@ class RTMClient:
         summary = {"type": "open", "connection": self.connection_number, "team": team.get("id"), "user": me.get("id")}
         self._append(summary, None, connection=self.connection_number, received_at=_time())
         self.counts["open"] += 1
-        for tap in self._taps:
-            tap(summary)
+        if self._taps:
+            self._feed_taps(summary)
         self._dispatch("open", {**data, "type": "open"})
 
     def _set_state(self, new: str) -> None:
@@ -793,8 +803,8 @@ class RTMClient:
     def _sent(self, message: dict, text: str) -> None:
         event = message
         self._append(event, text, direction="out", connection=self.connection_number, received_at=_time())
-        for tap in self._taps:
-            tap(event)
+        if self._taps:
+            self._feed_taps(event)
 
     # ------------------------------------------------------------------ waiting
 

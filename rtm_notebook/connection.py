@@ -122,6 +122,12 @@ class Connection:
         except OSError as exc:
             if self.end_reason is None:
                 self.end_reason = f"network: {exc}"
+        except Exception as exc:
+            # A bug behind intake must not take the whole session down
+            # silently: drop this socket, say why, and let the client reconnect.
+            log.exception("RTM connection #%s: error while handling a frame", self.number)
+            self.end_reason = f"internal error: {exc!r}"
+            self.abort()
         finally:
             task, self._keepalive_task = self._keepalive_task, None
             if task is not None:

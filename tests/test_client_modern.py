@@ -394,3 +394,23 @@ def test_constructor_rejects_bad_options():
         RTMClient(token="xoxb-x", ping_interval=0)
     with pytest.raises(SlackClientError, match="base_url"):
         RTMClient(token="xoxb-x", base_url="slack.com/api")
+
+
+async def test_a_broken_tap_is_removed_and_intake_goes_on(sim, caplog):
+    rtm = client_for(sim)
+    good = []
+
+    def broken(event):
+        raise RuntimeError("tap bug")
+
+    rtm.add_tap(broken)
+    rtm.add_tap(good.append)
+    await rtm.connect()
+    sim.post_message(human(sim), "general", "after the broken tap")
+    await rtm.wait_for("message", timeout=GUARD)
+    assert rtm._taps == (good.append,)
+    assert any(e.get("text") == "after the broken tap" for e in good)
+    assert "tap bug" in caplog.text and rtm.connection_number == 1
+    rtm.remove_tap(good.append)
+    assert rtm._taps == ()
+    await rtm.stop()
