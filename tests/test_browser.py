@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01-quickstart.ipynb"
@@ -46,7 +46,7 @@ LOG_STATUS = ".rtm-live-log .widget-html"
 
 SERVER_START_TIMEOUT = 90
 LAB_LOAD_TIMEOUT_MS = 90_000
-FIRST_ROWS_TIMEOUT_MS = 30_000
+FIRST_ROWS_TIMEOUT_MS = 90_000
 GROWTH_TIMEOUT = 30
 RUN_ALL_TIMEOUT = 120
 SCREENSHOT_EVENTS = 60
