@@ -397,8 +397,9 @@ class EventFrame:
     ``record_to``: path of a JSON-lines file that every event is appended
     to as it arrives (by a background thread; the caller never waits on
     disk). An existing file is appended to and ``seq`` continues from it.
-    :meth:`read` loads a recording back; :meth:`close` (also run at
-    interpreter exit) flushes it.
+    ``max_rows`` bounds memory only: the file keeps every event. :meth:`read`
+    loads a recording back; :meth:`close` (also run at interpreter exit)
+    flushes it.
 
     Threads: ``append`` is meant for one thread (the client's loop);
     ``to_pandas`` and ``len()`` may be called from any thread.

@@ -259,6 +259,14 @@ def test_max_rows_of_one_keeps_the_newest_row():
     assert frame.to_pandas()["seq"].tolist() == [4]
 
 
+def test_max_rows_bounds_memory_but_the_recording_keeps_everything(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventFrame(max_rows=10, record_to=path) as frame:
+        fill(frame, 100)
+    assert len(frame) <= 10
+    assert EventFrame.read(path).to_pandas()["seq"].tolist() == list(range(100))
+
+
 def test_record_to_round_trip(tmp_path):
     path = tmp_path / "events.jsonl"
     frame = EventFrame(record_to=path)
