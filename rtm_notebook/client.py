@@ -725,7 +725,14 @@ class RTMClient:
             self._control(t, event)
         if self._taps:
             self._feed_taps(event)
-        self._dispatch(t, event)
+        # HandlerRegistry.dispatch, inlined: this runs once per frame.
+        reg = self.handlers
+        hs = reg._index.get(t)
+        if hs:
+            for h in hs:
+                h.offer(event)
+        for h in reg._star:
+            h.offer(event)
         if self._waits:
             self._check_waits(t, event)
 

@@ -16,6 +16,7 @@ recorded ``error`` event; the handler keeps receiving events.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import queue
@@ -167,8 +168,7 @@ class Handler:
         if self.style == "seed":
             base = dict(reg.seed_kwargs(self.is_async)) if reg.seed_kwargs else {}
             return lambda event: fn(**base, data=event)
-        owner = reg.owner
-        return lambda event: fn(owner, event)
+        return functools.partial(fn, reg.owner)
 
     async def _run_async(self) -> None:
         q = self._queue
