@@ -1,7 +1,8 @@
 """Binder's build, replayed: install from ``binder/`` into a fresh venv, run a notebook there.
 
-repo2docker copies the repository, installs ``binder/requirements.txt``
-with pip, then runs ``binder/postBuild`` with bash from the repository root.
+repo2docker copies the repository, picks the Python of
+``binder/runtime.txt``, installs ``binder/requirements.txt`` with pip, then
+runs ``binder/postBuild`` with bash from the repository root.
 This test does the same in a new virtual environment (no system site
 packages), then executes the notebook the Binder badge opens with a kernel
 of that environment, so a missing dependency or a broken postBuild fails
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import urllib.parse
 from pathlib import Path
 
@@ -45,6 +47,13 @@ def test_binder_files_are_what_repo2docker_reads():
     assert re.search(r"^pip install (-e )?\.\s*$", post_build, re.M), "postBuild must install the package"
     assert os.access(BINDER / "postBuild", os.X_OK)
     assert (BINDER / "requirements.txt").exists()
+    # repo2docker's default Python is older than the package needs: runtime.txt pins it.
+    runtime = (BINDER / "runtime.txt").read_text().strip()
+    m = re.fullmatch(r"python-(\d+)\.(\d+)", runtime)
+    assert m, f"binder/runtime.txt must read like python-3.11, not {runtime!r}"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    minimum = re.fullmatch(r">=\s*(\d+)\.(\d+)", pyproject["project"]["requires-python"])
+    assert (int(m[1]), int(m[2])) >= (int(minimum[1]), int(minimum[2])), (runtime, pyproject["project"]["requires-python"])
     # The badge opens the quickstart; the path must exist.
     readme = (ROOT / "README.md").read_text()
     badges = re.findall(r"https://mybinder\.org/v2/gh/[^\s)\"]+", readme)
