@@ -445,3 +445,20 @@ def test_close_code_must_be_sendable(sim):
         sim.close_sockets(1006)
     with pytest.raises(ValueError, match="123 bytes"):
         sim.close_sockets(1000, "x" * 200)
+
+
+async def test_firehose_keeps_order_and_leaves_room_for_the_web_api():
+    with SimWorkspace(seed=1, rate=float("inf")) as sim:
+        sock = await (await Socket.open(sim)).hello()
+        call = asyncio.ensure_future(asyncio.to_thread(ok, sim, "auth.test"))
+        last = 1
+        while not call.done() or last < 2000:
+            frame = json.loads(await asyncio.wait_for(sock.ws.recv(), 10))
+            assert frame["sim_seq"] == last + 1
+            last = frame["sim_seq"]
+        assert (await call)["user_id"] == sim.bot_user_id
+    # stop() closed the socket (no client close: with the firehose still
+    # queued, the client's close frame would wait behind unread frames).
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(sock.ws.recv(), 10)
