@@ -273,6 +273,7 @@ class RTMClient:
         self.user_names: dict[str, str] = {}
         self.channel_names: dict[str, str] = {}
         self._names_fetched = False
+        self._presence_ids: list[str] | None = None
 
         for event, callbacks in RTMClient._callbacks.items():
             for cb in callbacks:
@@ -755,6 +756,9 @@ class RTMClient:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+            if self._presence_ids is not None and not any(
+                    item.message.get("type") == "presence_sub" for item in self._outbox):
+                self._enqueue({"type": "presence_sub", "ids": self._presence_ids}, True, False)
             self._wake_sender()
             if not self._names_fetched and self.connect_method == "rtm.connect":
                 # rtm.start brings names in its snapshot; rtm.connect does not.
@@ -887,11 +891,17 @@ class RTMClient:
         return self._submit({"type": "typing", "channel": channel}, paced=True, want_reply=False)
 
     def subscribe_presence(self, ids: Iterable[str]) -> Any:
-        """Subscribe to ``presence_change`` for these user ids (the full set, at most 500)."""
+        """Subscribe to ``presence_change`` for these user ids (the full set, at most 500).
+
+        A subscription belongs to a socket: the client sends it again after
+        every reconnect.
+        """
         ids = list(ids)
         if len(ids) > 500 or not all(isinstance(i, str) for i in ids):
             raise SlackClientError("subscribe_presence takes at most 500 user ids (strings), the full set each time")
-        return self._submit({"type": "presence_sub", "ids": ids}, paced=True, want_reply=False)
+        sent = self._submit({"type": "presence_sub", "ids": ids}, paced=True, want_reply=False)
+        self._presence_ids = ids
+        return sent
 
     def _submit(self, message: dict, *, paced: bool, want_reply: bool) -> Any:
         # Checked here, in the caller's code, so a bad message fails where it was written.

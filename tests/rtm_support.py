@@ -48,3 +48,8 @@ def assert_clean(rtm: RTMClient, before: set) -> None:
     assert leftover == set(), leftover
     assert rtm_threads() == []
     assert rtm._conn is None
+
+
+async def no_sockets_left(sim) -> None:
+    """The workspace sees every socket closed (it learns of a close on its own thread)."""
+    await until(lambda: sim.open_sockets == 0, "the workspace to see the socket closed")

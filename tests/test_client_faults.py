@@ -242,3 +242,15 @@ def test_backoff_grows_with_jitter_and_is_capped():
         delays = [client_module._backoff(attempt) for _ in range(50)]
         assert all(full / 2 <= d <= full for d in delays)
         assert len(set(delays)) > 1
+
+
+async def test_presence_subscription_is_renewed_after_reconnect(sim):
+    rtm = client_for(sim)
+    await rtm.connect()
+    who = human(sim)
+    await asyncio.wait_for(rtm.subscribe_presence([who]), GUARD)
+    sim.drop_connections()
+    await reconnected(rtm, 2)
+    await until(lambda: [f.get("ids") for f in sim.received if f.get("type") == "presence_sub"] == [[who], [who]],
+                "presence_sub sent again on the new socket")
+    await rtm.stop()

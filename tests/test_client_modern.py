@@ -17,7 +17,7 @@ from rtm_notebook.errors import (
 from rtm_notebook.sim import SimWorkspace
 from rtm_notebook.web import AsyncWebClient, WebClient
 
-from rtm_support import GUARD, assert_clean, client_for, general, human, rtm_threads, until
+from rtm_support import GUARD, assert_clean, no_sockets_left, client_for, general, human, rtm_threads, until
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ async def test_start_inside_a_running_loop_returns_at_once_and_connects(sim):
     assert rtm.connection_number == 1 and rtm.loop is asyncio.get_running_loop()
     await rtm.stop()
     assert_clean(rtm, before)
+    await no_sockets_left(sim)
     df = rtm.events
     changes = [json.loads(r) for r in df[df["type"] == "state_change"]["raw"]]
     assert [(c["previous"], c["state"]) for c in changes] == [
@@ -341,6 +342,7 @@ async def test_stop_leaves_nothing_and_pending_sends_fail_explicitly(sim):
     await asyncio.wait_for(futures[0], GUARD)
     await rtm.stop()
     assert_clean(rtm, before)
+    await no_sockets_left(sim)
     outcomes = [f.exception() if f.done() and not f.cancelled() else None for f in futures]
     assert all(f.done() for f in futures)
     from rtm_notebook.errors import DeliveryError
@@ -354,6 +356,7 @@ async def test_stop_leaves_nothing_and_pending_sends_fail_explicitly(sim):
     assert rtm.state == "connected" and rtm.connection_number == 2
     await rtm.stop()
     assert_clean(rtm, before)
+    await no_sockets_left(sim)
 
 
 async def test_stop_from_a_sync_handler_thread(sim):
@@ -371,6 +374,7 @@ async def test_stop_from_a_sync_handler_thread(sim):
     await until(lambda: rtm.state == "stopped", "stopped")
     await rtm.async_stop()
     assert_clean(rtm, before)
+    await no_sockets_left(sim)
 
 
 @pytest.mark.parametrize("method", ["rtm.start", "rtm.connect"])

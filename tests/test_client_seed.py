@@ -19,7 +19,7 @@ from rtm_notebook.errors import SlackClientError
 from rtm_notebook.sim import SimWorkspace
 from rtm_notebook.web import AsyncWebClient, WebClient
 
-from rtm_support import GUARD, assert_clean, general, human, until
+from rtm_support import GUARD, assert_clean, no_sockets_left, general, human, until
 
 SEED_EXAMPLE = '''
 import os
@@ -136,6 +136,7 @@ async def test_seed_example_on_a_running_loop(sim):
     await rtm_client.stop()
     assert task.done() and task.exception() is None
     assert_clean(rtm_client, before)
+    await no_sockets_left(sim)
 
 
 async def test_payload_open_event_and_web_client_kinds(sim):
