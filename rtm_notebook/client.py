@@ -32,7 +32,6 @@ queue (see :mod:`rtm_notebook.handlers`).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import os
@@ -256,7 +255,6 @@ class RTMClient:
         self._stopping = False
         self._aux_tasks: set[asyncio.Task] = set()
         self._conn: Connection | None = None
-        self._connect_data: dict = {}
         self._team: dict | None = None
         self._self: dict | None = None
         self._hello_at: float | None = None
@@ -679,7 +677,6 @@ class RTMClient:
         data = dict(resp.data)
         if not isinstance(data.get("url"), str):
             raise _Retry(f"{self.connect_method} answered without a socket url")
-        self._connect_data = data
         self._team = data.get("team")
         self._self = data.get("self")
         self._learn_names(data)
@@ -795,7 +792,10 @@ class RTMClient:
         self.counts["open"] += 1
         if self._taps:
             self._feed_taps(summary)
-        self._dispatch("open", {**data, "type": "open"})
+        event = {**data, "type": "open"}
+        self._dispatch("open", event)
+        if self._waits:
+            self._check_waits("open", event)
 
     def _set_state(self, new: str) -> None:
         old = self._state
@@ -812,10 +812,9 @@ class RTMClient:
         self._emit(err, dispatch="handler" not in event)
 
     def _sent(self, message: dict, text: str) -> None:
-        event = message
-        self._append(event, text, direction="out", connection=self.connection_number, received_at=_time())
+        self._append(message, text, direction="out", connection=self.connection_number, received_at=_time())
         if self._taps:
-            self._feed_taps(event)
+            self._feed_taps(message)
 
     # ------------------------------------------------------------------ waiting
 
