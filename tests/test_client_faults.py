@@ -254,3 +254,27 @@ async def test_presence_subscription_is_renewed_after_reconnect(sim):
     await until(lambda: [f.get("ids") for f in sim.received if f.get("type") == "presence_sub"] == [[who], [who]],
                 "presence_sub sent again on the new socket")
     await rtm.stop()
+
+
+def logged_delays(caplog):
+    import re
+
+    return [float(m.group(1)) for r in caplog.records
+            if (m := re.search(r"reconnecting in ([0-9.]+) s", r.getMessage()))]
+
+
+async def test_backoff_grows_for_short_sessions_and_resets_after_a_healthy_one(sim, caplog, monkeypatch):
+    caplog.set_level("INFO", logger="rtm_notebook.client")
+    monkeypatch.setattr(client_module, "HEALTHY_AFTER", 3600.0)  # no session counts as healthy
+    rtm = client_for(sim)
+    await rtm.connect()
+    for n in (2, 3):
+        sim.drop_connections()
+        await reconnected(rtm, n)
+    first, second = logged_delays(caplog)
+    assert 0.5 <= first <= 1.0 and 1.0 <= second <= 2.0
+    monkeypatch.setattr(client_module, "HEALTHY_AFTER", 0.0)  # now every session with a hello is healthy
+    sim.drop_connections()
+    await reconnected(rtm, 4)
+    assert logged_delays(caplog)[-1] == 0.0
+    await rtm.stop()
