@@ -46,6 +46,7 @@ SEND_SLICE = 512  # frames a socket writes at once before letting other work run
 WRITE_BUFFER_HIGH = 1 << 20  # bytes buffered for a socket before its sender waits
 GEN_BATCH = 256  # events the generator makes before letting other work run
 CALL_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 2.0  # seconds a client has to answer a close frame
 
 # RTM error codes. Slack documents -1 (slow down), 1 (URL expired) and 2
 # (text missing); the others are the simulator's own, with Slack-like texts.
@@ -91,7 +92,7 @@ class _Conn:
     """
 
     __slots__ = ("number", "user", "ws", "request", "queue", "wake", "seq", "closing", "ignore_input",
-                 "subs", "batch_presence", "tokens", "refilled", "sender", "closer")
+                 "subs", "batch_presence", "tokens", "refilled", "sender")
 
     def __init__(self, number: int, user: str, ws: web.WebSocketResponse, request: web.Request, ticket: _Ticket) -> None:
         self.number = number
@@ -109,7 +110,6 @@ class _Conn:
         self.tokens = float(BUCKET_SIZE)
         self.refilled = time.monotonic()
         self.sender: asyncio.Task | None = None
-        self.closer: asyncio.Task | None = None
 
     def push(self, item: Any) -> None:
         self.queue.append(item)
@@ -241,13 +241,13 @@ class SimWorkspace:
             task.cancel()
         conns = list(self._conns.values())
         for conn in conns:
-            conn.closing = True
-        if conns:
-            closing = [asyncio.ensure_future(c.ws.close(code=1001, message=b"server stopping")) for c in conns]
-            await asyncio.wait(closing, timeout=1.0)
-            for c in conns:
-                if c.request.transport is not None:
-                    c.request.transport.abort()
+            self._close_now(conn, 1001, b"server stopping")
+        deadline = time.monotonic() + 1.0
+        while self._conns and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in conns:
+            if conn.request.transport is not None:
+                conn.request.transport.abort()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -476,14 +476,28 @@ class SimWorkspace:
 
         def close() -> None:
             for conn in list(self._conns.values()):
-                self._close_now(conn, code, reason)
+                self._close_now(conn, code, reason.encode())
         self._call(close)
 
-    def _close_now(self, conn: _Conn, code: int, reason: str) -> None:
+    def _close_now(self, conn: _Conn, code: int, reason: bytes) -> None:
+        """Send a close frame now; the reader completes the handshake.
+
+        The frame is written here instead of by ``ws.close()``: called from
+        another task while the reader waits, aiohttp closes the TCP
+        connection without waiting for the client's close frame, and a
+        client still sending then gets a reset that loses what was in
+        flight (the close frame included).
+        """
         if conn.closing:
             return
         conn.closing = True
-        conn.closer = self._spawn(conn.ws.close(code=code, message=reason.encode()))
+        transport = conn.request.transport
+        if transport is None or transport.is_closing() or conn.ws.closed:
+            return
+        payload = code.to_bytes(2, "big") + reason
+        transport.write(bytes((0x88, len(payload))) + payload)
+        # A client that never answers the close loses its connection.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 
     def stall(self, seconds: float | None = None) -> None:
         """Stop answering pings and stop sending, for ``seconds`` (None: until ``stall(0)``).
@@ -611,7 +625,7 @@ class SimWorkspace:
         ws, me = self._ws, self._ws.users[caller]
         body: dict[str, Any] = {
             "ok": True,
-            "url": f"ws://{request.host}/websocket/{key}",
+            "url": f"ws://{_local_address(request)}/websocket/{key}",
             "team": {"id": ws.team_id, "name": ws.team["name"], "domain": ws.team["domain"]},
             "self": {"id": caller, "name": me["name"]},
         }
@@ -641,7 +655,9 @@ class SimWorkspace:
             # Not a URL this workspace handed out: refuse the handshake.
             return _json({"ok": False, "error": "invalid_url"}, status=404)
         # autoping off: a stalled server must not answer protocol pings either.
-        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, timeout=2.0, autoping=False)
+        # autoclose off: the reader answers a client's close itself (see _close_now).
+        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, timeout=CLOSE_TIMEOUT,
+                                   autoping=False, autoclose=False)
         await ws.prepare(request)
         self._conn_count += 1
         conn = _Conn(self._conn_count, ticket.user, ws, request, ticket)
@@ -674,17 +690,19 @@ class SimWorkspace:
                 elif kind is WSMsgType.PING:
                     if not self._stalled:
                         await ws.pong(msg.data)
+                elif kind is WSMsgType.CLOSE:
+                    if conn.closing:  # the answer to our close frame: the handshake is done
+                        conn.request.transport.close()
+                    else:  # the client closes: answer with 1000 and hang up
+                        conn.closing = True
+                        await ws.close(drain=False)
+                    break
                 elif kind is not WSMsgType.PONG:
-                    # CLOSE/CLOSED, or ERROR: a frame over the limit (aiohttp
-                    # has sent close 1009) or a broken connection.
+                    # CLOSED, or ERROR: a frame over the limit (aiohttp has
+                    # sent close 1009) or a broken connection.
                     break
         finally:
             self._conns.pop(conn.number, None)
-            if conn.closing or conn.ignore_input:
-                # Our side is closing: let the close handshake (and a pending
-                # error frame) finish before the handler returns.
-                conn.wake.set()
-                await asyncio.wait({t for t in (conn.sender, conn.closer) if t is not None}, timeout=3.0)
             conn.closing = True
             conn.sender.cancel()
         return ws
@@ -696,12 +714,14 @@ class SimWorkspace:
         writes once per frame: the firehose needs a slice of frames joined
         into one write. A server frame is unmasked (RFC 6455 section 5.2), so
         framing is a 2-10 byte header per payload. Control items (raw frames
-        with another opcode, close) go through aiohttp after the batch.
+        with another opcode, close) follow the batch.
         """
         ws, queue = conn.ws, conn.queue
         transport = conn.request.transport
         try:
-            while not conn.closing:
+            # ws.closed turns true as soon as aiohttp starts a close (for
+            # example after a frame over the limit): nothing may follow it.
+            while not conn.closing and not ws.closed:
                 if not queue or self._stalled:
                     conn.wake.clear()
                     await conn.wake.wait()
@@ -719,7 +739,7 @@ class SimWorkspace:
                     parts.append(_text_header(len(payload)))
                     parts.append(payload)
                 if parts:
-                    if transport is None or transport.is_closing():
+                    if transport is None or transport.is_closing() or ws.closed:
                         raise ConnectionResetError
                     transport.write(b"".join(parts))
                     conn.seq = seq
@@ -728,8 +748,7 @@ class SimWorkspace:
                     if control[0] == "raw":
                         await ws.send_frame(control[1], control[2])
                     else:
-                        conn.closing = True
-                        await ws.close(code=control[1], message=control[2])
+                        self._close_now(conn, control[1], control[2])
                         return
                 # Let the peer catch up before queueing more in the kernel's
                 # buffers, and let the loop's other work run between slices.
@@ -832,6 +851,12 @@ def _text_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
+def _local_address(request: web.Request) -> str:
+    """host:port the client reached, from the socket rather than the (client-chosen) Host header."""
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    return f"{_url_host(host)}:{port}"
+
+
 def _url_host(host: str) -> str:
     """The host to put in URLs: a wildcard bind is reached through loopback."""
     if host in ("", "0.0.0.0"):
@@ -892,19 +917,18 @@ async def _read_args(request: web.Request) -> dict[str, Any]:
 
 def serve(host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, seed: int = 1) -> int:
     """``rtm-notebook sim``: serve a workspace in the foreground until Ctrl-C."""
-    with SimWorkspace(seed=seed, rate=rate, host=host, port=port) as sim:
-        team = sim.team["name"]
-        print(f"Simulated Slack workspace {team!r} (seed {seed}, {rate:g} events/s)")
-        print(f"  base URL: {sim.base_url}")
-        print(f"  token:    {sim.token}")
-        if not _is_loopback(host):
-            print(f"  warning: bound to {host}, so other machines can reach it")
-        print("Ctrl-C stops it.", flush=True)
-        try:
+    try:
+        with SimWorkspace(seed=seed, rate=rate, host=host, port=port) as sim:
+            print(f"Simulated Slack workspace {sim.team['name']!r} (seed {seed}, {rate:g} events/s)")
+            print(f"  base URL: {sim.base_url}")
+            print(f"  token:    {sim.token}")
+            if not _is_loopback(host):
+                print(f"  warning: bound to {host}, so other machines can reach it")
+            print("Ctrl-C stops it.", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping")
+    except KeyboardInterrupt:  # whenever it comes, leaving the with-block stopped the server
+        print("stopped")
     return 0
 
 
