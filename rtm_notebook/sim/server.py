@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import copy
 import ipaddress
 import logging
 import math
@@ -288,12 +289,13 @@ class SimWorkspace:
 
     @property
     def team(self) -> dict[str, Any]:
-        return dict(self._ws.team)
+        """The team as ``rtm.start`` shows it (a copy)."""
+        return copy.deepcopy(self._ws.team)
 
     @property
     def users(self) -> list[dict[str, Any]]:
-        """Every user (humans, then the bot) as ``users.info`` shows them."""
-        return [dict(u) for u in self._ws.users.values()]
+        """Every user (humans, then the bot) as ``users.info`` shows them (copies)."""
+        return copy.deepcopy(list(self._ws.users.values()))
 
     @property
     def channels(self) -> list[dict[str, Any]]:
