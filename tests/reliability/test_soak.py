@@ -78,7 +78,12 @@ def _faults(sim, rng: random.Random):
 @pytest.mark.timeout(SECONDS + 300)
 async def test_soak_random_faults_no_loss_flat_memory(monkeypatch):
     import rtm_notebook.client as client_module
+    import rtm_notebook.sim.model as sim_model
 
+    # The workspace runs in this process and keeps each channel's history
+    # up to a cap; a small cap fills it in the first minute, so the RSS
+    # that follows measures the client, not the workspace's archive.
+    monkeypatch.setattr(sim_model, "HISTORY_CAP", 200)
     # Faults every few seconds: keep reconnect waits short enough that the
     # client spends its time connected, with the same backoff policy.
     monkeypatch.setattr(client_module, "RECONNECT_BASE", 0.2)
@@ -166,10 +171,13 @@ async def test_soak_random_faults_no_loss_flat_memory(monkeypatch):
     window = min(60.0, SECONDS / 5)
     first = statistics.median(r for t, r in rss if window <= t < 2 * window)  # after the first fill-up
     final = statistics.median(r for t, r in rss if t >= SECONDS - window)
+    per_minute = [statistics.median(r for t, r in rss if m * window <= t < (m + 1) * window) / 2**20
+                  for m in range(int(SECONDS // window))]
     print(f"\nSOAK {SECONDS:.0f} s: {received} numbered frames recorded over {last} connections, "
           f"{sum(sent.values())} sent; {lost_in_aborts} written to sockets the faults aborted; "
           f"faults {dict(injected)}; sends {dict(outcomes)}; "
           f"handlers sync={seen['sync']} async={seen['async']}; "
           f"RSS first window {first / 2**20:.1f} MiB, last window {final / 2**20:.1f} MiB, "
-          f"peak {max(r for _, r in rss) / 2**20:.1f} MiB")
+          f"peak {max(r for _, r in rss) / 2**20:.1f} MiB; median RSS per {window:.0f} s: "
+          + " ".join(f"{m:.1f}" for m in per_minute))
     assert final - first <= MEMORY_MARGIN, (first, final)
