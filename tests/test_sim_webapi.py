@@ -270,20 +270,21 @@ def test_loopback_only_by_default(sim):
     assert [c.laddr.ip for c in listening] == ["127.0.0.1"]
 
 
-def test_same_seed_same_workspace_and_traffic():
-    def snapshot(seed):
+async def test_same_seed_same_workspace_and_traffic():
+    from sim_support import Socket
+
+    async def snapshot(seed):
         with SimWorkspace(seed=seed) as s:
             history = ok(s, "conversations.history", channel=channel_id(s, "general"), limit=999)["messages"]
-            s.set_rate(0)
-            traffic = []
-            sim_traffic = s._traffic  # the generator on its own, driven deterministically
-            for _ in range(200):
-                event = s._call(sim_traffic.next)
-                # ts values are times; everything else must repeat.
-                traffic.append({k: v for k, v in event.items() if not k.endswith("ts") and not isinstance(v, dict)})
+            sock = await (await Socket.open(s)).hello()
+            s.burst(200)
+            frames = [await sock.recv() for _ in range(200)]
+            await sock.close()
+            # ts values are times; everything else must repeat.
+            traffic = [{k: v for k, v in f.items() if not k.endswith("ts") and not isinstance(v, dict)} for f in frames]
             return s.users, s.channels, s.team, history, traffic
 
-    a, b, c = snapshot(7), snapshot(7), snapshot(8)
+    a, b, c = await snapshot(7), await snapshot(7), await snapshot(8)
     assert a == b
     assert a[0] != c[0] and a[4] != c[4]
     assert {e["type"] for e in a[4]} >= {"message", "reaction_added", "user_typing", "presence_change"}
