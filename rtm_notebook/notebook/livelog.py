@@ -19,9 +19,11 @@ events, the state, the team and the counts.
 from __future__ import annotations
 
 import collections
+import contextlib
 import html
+import threading
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from rtm_notebook.notebook.loop import call_on_loop, in_kernel
 
@@ -413,54 +415,70 @@ class LiveLog:
         self._search.observe(lambda change: self._from_widget(self.set_filter, search=change["new"]), names="value")
         self._pause.on_click(lambda _button: self._from_widget(self.toggle_pause))
         self._clear.on_click(lambda _button: self._from_widget(self.clear))
-        self._syncing = False
+        self._syncing_thread: int | None = None
         controls = w.HBox([self._type, self._channel, self._search, self._pause, self._clear])
         self.widget = w.VBox([self._status, controls, self._rows_html])
         self.widget.add_class("rtm-live-log")
 
     def _from_widget(self, fn: Any, **kwargs: Any) -> None:
-        if self._syncing:
+        # Changes this log makes to its own controls (on the loop thread)
+        # echo back through the observers; a person's change arrives on
+        # another thread (or later) and always goes through.
+        if self._syncing_thread == threading.get_ident():
             return
         call_on_loop(self.loop, lambda: fn(**kwargs))
+
+    @contextlib.contextmanager
+    def _syncing(self) -> Iterator[None]:
+        outer, self._syncing_thread = self._syncing_thread, threading.get_ident()
+        try:
+            yield
+        finally:
+            self._syncing_thread = outer
 
     def _sync_controls(self) -> None:
         """Make the controls show the current filters (when set from code)."""
         if self.widget is None:
             return
-        self._syncing = True
-        try:
+        with self._syncing():
             self._pause.description = "resume" if self.paused else "pause"
             self._pause.icon = "play" if self.paused else "pause"
             if self._search.value != self.search:
                 self._search.value = self.search
-            for dropdown, value in ((self._type, self.type_filter or ""), (self._channel, self.channel_filter or "")):
-                if value not in [v for _, v in dropdown.options]:
-                    dropdown.options = list(dropdown.options) + [(value, value)]
-                if dropdown.value != value:
-                    dropdown.value = value
-        finally:
-            self._syncing = False
+            if self._type.value != (self.type_filter or ""):
+                self._set_options(self._type, list(self._type.options), self.type_filter or "")
+            if self._channel.value != (self.channel_filter or ""):
+                self._set_options(self._channel, list(self._channel.options), self.channel_filter or "")
 
     def _refresh_choices(self, types: set[str], channels: set[str]) -> None:
         if self.widget is None:
             return
         new_types = tuple(sorted(types | set(self._known_types)))
+        if new_types != self._known_types:
+            self._known_types = new_types
+            options = [("all types", "")] + [(t, t) for t in new_types]
+            self._set_options(self._type, options, self.type_filter or "")
         new_channels = tuple(sorted(channels | set(self._known_channels)))
         # The client learns channel names after connecting: relabel then too.
         names = len(self.channels)
-        if new_types == self._known_types and new_channels == self._known_channels and names == self._names_known:
-            return
-        self._known_types, self._known_channels, self._names_known = new_types, new_channels, names
-        self._syncing = True
-        try:
-            keep = self._type.value
-            self._type.options = [("all types", "")] + [(t, t) for t in new_types]
-            self._type.value = keep if keep in ("",) + new_types else ""
-            keep = self._channel.value
-            self._channel.options = [("all channels", "")] + [("#" + self.channels.get(c, c), c) for c in new_channels]
-            self._channel.value = keep if keep in ("",) + new_channels else ""
-        finally:
-            self._syncing = False
+        if new_channels != self._known_channels or names != self._names_known:
+            self._known_channels, self._names_known = new_channels, names
+            options = [("all channels", "")] + [("#" + self.channels.get(c, c), c) for c in new_channels]
+            self._set_options(self._channel, options, self.channel_filter or "")
+
+    def _set_options(self, dropdown: Any, options: list[tuple[str, str]], value: str) -> None:
+        """Replace a dropdown's choices keeping the filter's value selected.
+
+        One combined sync message (``hold_sync``): ipywidgets resets the
+        selection to the first option when options change, and sending that
+        intermediate state would show the wrong selection in the browser.
+        """
+        if value not in [v for _, v in options]:
+            options.append((value, value))
+        with self._syncing(), dropdown.hold_sync():
+            dropdown.options = options
+            if dropdown.value != value:
+                dropdown.value = value
 
     def close(self) -> None:
         """Render the final state, stop the timer and detach from the client (on the loop thread).
