@@ -115,6 +115,7 @@ async def test_handler_output_area_stays_bounded():
     total = sum(len(o["text"]) for o in sink.output.outputs)
     assert total <= 20_000
     assert sink.output.outputs[-1]["text"].endswith("line 04999 " + "x" * 40 + "\n")
+    assert all(o["text"].startswith(("line ", "oops")) for o in sink.output.outputs)  # whole lines only
     sink.close()
 
 

@@ -108,7 +108,8 @@ class HandlerSink:
         if widget:
             import ipywidgets
 
-            self.output = ipywidgets.Output()
+            # Scrolls instead of pushing the rest of the notebook down.
+            self.output = ipywidgets.Output(layout=ipywidgets.Layout(max_height="300px", overflow="auto"))
         self._pending: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self._scheduled = False
@@ -178,7 +179,11 @@ class HandlerSink:
         if outputs and outputs[-1].get("output_type") == "stream" and outputs[-1].get("name") == stream:
             text = outputs[-1]["text"] + text
             outputs.pop()
-        outputs.append({"output_type": "stream", "name": stream, "text": text[-MAX_OUTPUT_CHARS:]})
+        if len(text) > MAX_OUTPUT_CHARS:
+            # Cut at a line start so the oldest line shown is a whole one.
+            text = text[-MAX_OUTPUT_CHARS:]
+            text = text[text.find("\n") + 1:] if "\n" in text[:-1] else text
+        outputs.append({"output_type": "stream", "name": stream, "text": text})
         # Keep the total bounded: drop the oldest blocks first.
         while len(outputs) > 1 and sum(len(o.get("text", "")) for o in outputs) > MAX_OUTPUT_CHARS:
             outputs.pop(0)
