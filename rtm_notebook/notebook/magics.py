@@ -48,7 +48,7 @@ from rtm_notebook.notebook.output import HandlerSink, install_routing, uninstall
 # and Slack's event reference) plus the client's own (state_change, error).
 KNOWN_EVENTS = frozenset(
     """
-    * hello goodbye error pong reconnect_url state_change
+    * hello goodbye error pong reconnect_url state_change open close reply
     message reaction_added reaction_removed user_typing presence_change manual_presence_change
     channel_created channel_joined channel_left channel_deleted channel_rename channel_archive
     channel_unarchive channel_history_changed channel_marked member_joined_channel member_left_channel
@@ -605,8 +605,10 @@ class RTMMagics(Magics):
         if not targets:
             raise UsageError("No RTM client is running: nothing to stop")
         for sess in targets:
-            self._stop_session(sess)
-            print(f"{sess.name}: stopped")
+            if self._stop_session(sess) is None:
+                print(f"{sess.name}: stopped")
+            else:
+                print(f"{sess.name}: stopping; the live log shows when it has stopped (or: await {sess.name}.async_stop())")
 
     def close(self) -> None:
         for sess in list(self.sessions.values()):
