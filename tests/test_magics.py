@@ -383,3 +383,26 @@ async def test_default_name_follows_the_cell_id_when_the_front_end_sends_one(she
     await in_cell("cell-b", "%%rtm_on message --match B\nprint('edited')")
     assert len(client.handlers) == 2
     await stop_all(shell)
+
+
+async def test_say_in_thread_and_registered_async_function(shell):
+    from rtm_notebook.notebook.magics import session
+
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    await ok(shell, "%%rtm_on message --match ^thread --name threaded\nawait say('in the thread', thread=True)")
+    await ok(shell, "async def shout(client, event):\n    await client.send_message(event['channel'], event['text'].upper())")
+    await ok(shell, "%rtm_on message shout --match ^loud")
+    assert client.handlers["shout"].is_async
+    sim = session().sim
+    human, channel = human_and_channel(sim)
+    asked = sim.post_message(human, channel, "thread please")
+    sim.post_message(human, channel, "loud please")
+    async with asyncio.timeout(15):
+        while len([m for m in sim.received if m.get("type") == "message"]) < 2:
+            await asyncio.sleep(0.02)
+    sent = {m["text"]: m for m in sim.received if m.get("type") == "message"}
+    assert sent["in the thread"]["thread_ts"] == asked["ts"] and sent["in the thread"]["channel"] == channel
+    assert "LOUD PLEASE" in sent
+    await stop_all(shell)
