@@ -32,6 +32,7 @@ queue (see :mod:`rtm_notebook.handlers`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
@@ -251,8 +252,9 @@ class RTMClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._session_task: asyncio.Task | None = None
-        self._stop_task: asyncio.Task | None = None
+        self._release_task: asyncio.Task | None = None
         self._stopping = False
+        self._released = False
         self._aux_tasks: set[asyncio.Task] = set()
         self._conn: Connection | None = None
         self._team: dict | None = None
@@ -496,12 +498,13 @@ class RTMClient:
             if self._loop is loop:
                 return self._session_task
             raise SlackClientError("this RTMClient is already running on another event loop; stop() it first")
-        if self._stop_task is not None and not self._stop_task.done():
+        if self._release_task is not None and not self._release_task.done():
             raise SlackClientError("this RTMClient is still stopping; await rtm.async_stop() before starting it again")
         self._loop = loop
         self._loop_thread = threading.get_ident() if loop.is_running() else None
-        self._stop_task = None
+        self._release_task = None
         self._stopping = False
+        self._released = False
         self.last_error = None
         self.handlers.start(loop)
         self._set_state("connecting")
@@ -526,10 +529,11 @@ class RTMClient:
     def stop(self) -> Any:
         """Close the socket and stop for good (no reconnect); callable from any code.
 
-        On the loop's thread this schedules the shutdown and returns it as
-        a task (``await rtm.stop()`` waits for it); from another thread (a
-        sync handler) it hands the shutdown to the loop and returns a
-        ``concurrent.futures.Future``. Once done, no task, thread or socket
+        On the loop's thread this returns an awaitable that completes once
+        everything is released (``await rtm.stop()``); from another thread
+        (a sync handler) it hands the stop to the loop and returns a
+        ``concurrent.futures.Future``; with no loop running the client it
+        stops at once and returns None. Once done, no task, thread or socket
         of this client is left.
         """
         loop = self._loop
@@ -537,26 +541,58 @@ class RTMClient:
             self._stop_offline()
             return None
         if threading.get_ident() == self._loop_thread:
-            return self._ensure_stop_task()
-        return asyncio.run_coroutine_threadsafe(self.async_stop(), loop)
+            return self._begin_stop()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def begin() -> None:
+            self._begin_stop().add_done_callback(lambda _: done.set_result(None))
+
+        loop.call_soon_threadsafe(begin)
+        return done
 
     async def async_stop(self) -> None:
         """Stop and wait until everything the client started has ended."""
         if self._loop is None:
             self._stop_offline()
             return
-        await asyncio.shield(self._ensure_stop_task())
+        while True:
+            waitable = self._begin_stop()
+            if waitable.done():
+                return
+            # asyncio.wait, not await: a caller that is itself stopped (a
+            # handler's worker) must not cancel the shutdown with it.
+            await asyncio.wait([waitable])
 
-    def _ensure_stop_task(self) -> asyncio.Task:
-        if self._stop_task is None:
-            assert self._loop is not None
-            self._stop_task = self._loop.create_task(self._shutdown(), name="rtm-stop")
-        return self._stop_task
+    def _begin_stop(self) -> asyncio.Future:
+        """Start stopping; return what completes when everything is released.
 
-    async def _shutdown(self) -> None:
+        That is the session task while it runs (it releases everything on
+        its way out, so whoever runs it to completion, e.g.
+        ``run_until_complete(rtm.start())`` in a seed script, finds nothing
+        left behind), else a task that releases what is left.
+        """
         self._stopping = True
+        session = self._session_task
+        if session is not None and not session.done():
+            # A session already releasing (after a fatal error) must not be
+            # interrupted half-way.
+            if not self._released:
+                session.cancel()
+            return session
+        if not self._released:
+            assert self._loop is not None
+            self._released = True
+            self._release_task = self._loop.create_task(self._release(), name="rtm-release")
+        if self._release_task is not None:
+            return self._release_task
+        fut = self._loop.create_future()
+        fut.set_result(None)
+        return fut
+
+    async def _release(self) -> None:
+        self._released = True
         current = asyncio.current_task()
-        tasks = [t for t in (self._session_task, *self._aux_tasks) if t is not None and t is not current]
+        tasks = [t for t in self._aux_tasks if t is not current]
         for t in tasks:
             t.cancel()
         if tasks:
@@ -573,7 +609,6 @@ class RTMClient:
             web_sync.close()
         if self.event_frame._recorder is not None:
             self.event_frame.close()
-        self._session_task = None
 
     def _stop_offline(self) -> None:
         """stop() with no loop running the client: nothing to cancel, release threads."""
@@ -657,10 +692,9 @@ class RTMClient:
                 raise
         finally:
             await connector.aclose()
-            if fatal:
-                # Nothing will ever run again: release threads and sockets now,
-                # as stop() would.
-                self._ensure_stop_task()
+            if (fatal or self._stopping) and not self._released:
+                # Nothing will run again: release threads and sockets now.
+                await self._release()
 
     async def _rtm_connect(self, connector: AsyncWebClient) -> dict:
         try:

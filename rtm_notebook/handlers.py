@@ -85,7 +85,7 @@ class Handler:
         self.style = style
         self.filters = filters
         self.call_context = call_context
-        self.calls = 0
+        self._ok = 0
         self.errors = 0
         self.last_error: str | None = None
         self.total_time = 0.0
@@ -112,6 +112,14 @@ class Handler:
     def __repr__(self) -> str:
         kind = "async" if self.is_async else "sync"
         return f"<Handler {self.name!r} on {self.event!r} ({self.style}, {kind}) calls={self.calls} errors={self.errors}>"
+
+    @property
+    def calls(self) -> int:
+        """Completed calls, those that raised included."""
+        # Successes are counted by the worker, failures where they are
+        # reported (on the loop): once `calls` includes a failure, its error
+        # event has been recorded.
+        return self._ok + self.errors
 
     @property
     def mean_time(self) -> float:
@@ -190,10 +198,11 @@ class Handler:
                 else:
                     await call(event)
             except Exception as exc:  # a handler's bug must not stop the others
-                self._failed(exc, event)
-            finally:
-                self.calls += 1
                 self.total_time += perf_counter() - start
+                self._report(exc, _format(exc), event)
+            else:
+                self.total_time += perf_counter() - start
+                self._ok += 1
 
     def _run_sync(self, loop: asyncio.AbstractEventLoop) -> None:
         q = self._queue
@@ -213,10 +222,16 @@ class Handler:
                     else:
                         call(event)
                 except Exception as exc:
-                    self._failed(exc, event, loop)
-                finally:
-                    self.calls += 1
                     self.total_time += perf_counter() - start
+                    tb = _format(exc)
+                    try:
+                        loop.call_soon_threadsafe(self._report, exc, tb, event)
+                    except RuntimeError:  # the loop has closed: count it, nobody can be told
+                        self.errors += 1
+                        self.last_error = repr(exc)
+                else:
+                    self.total_time += perf_counter() - start
+                    self._ok += 1
         finally:
             exited = self._exited
             if exited is not None:
@@ -225,20 +240,13 @@ class Handler:
                 except RuntimeError:  # the loop is already closed: nobody waits
                     pass
 
-    def _failed(self, exc: Exception, event: dict, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def _report(self, exc: Exception, tb: str, event: dict) -> None:
+        """Count a failed call and tell the registry (on the loop)."""
         self.errors += 1
         self.last_error = repr(exc)
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         reg = self._registry
-        if reg is None or reg.on_error is None:
-            return
-        if loop is None:
+        if reg is not None and reg.on_error is not None:
             reg.on_error(self, exc, tb, event)
-        else:
-            try:
-                loop.call_soon_threadsafe(reg.on_error, self, exc, tb, event)
-            except RuntimeError:
-                pass
 
     async def _stop(self) -> None:
         """Stop the worker; events not yet started are dropped."""
@@ -272,6 +280,10 @@ class Handler:
             if self._thread is not threading.current_thread():
                 self._thread.join(timeout=STOP_TIMEOUT)
             self._thread = None
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def _resolve(fut: asyncio.Future) -> None:

@@ -111,7 +111,7 @@ async def test_fatal_connect_errors_stop_after_one_attempt(sim, code):
     assert info.value.error == code and FATAL_CONNECT_ERRORS[code] in str(info.value)
     assert len(sim.connect_calls) == 1
     assert rtm.last_error is info.value
-    await until(lambda: rtm._stop_task is not None and rtm._stop_task.done(), "released")
+    await until(lambda: rtm._session_task.done(), "the session released everything and ended")
     assert_clean(rtm, before)
     assert recorded(rtm, "error")[-1]["error"]["code"] == code
     assert sim.token not in str(info.value)

@@ -231,3 +231,31 @@ async def test_seed_send_ping_typing_over_websocket(sim):
     assert [f["type"] for f in frames] == ["ping", "typing", "message"]
     assert frames[2]["id"] == 4242
     await rtm.stop()
+
+
+OWN_LOOP = '''
+import asyncio, os, threading
+from rtm_notebook import RTMClient
+
+@RTMClient.run_on(event="hello")
+async def stop_on_hello(**payload):
+    print("HELLO", flush=True)
+    payload["rtm_client"].stop()
+
+loop = asyncio.new_event_loop()
+asyncio.set_event_loop(loop)
+rtm_client = RTMClient(token=os.environ["SLACK_API_TOKEN"], base_url=os.environ["SIM_BASE_URL"], run_async=True, loop=loop)
+loop.run_until_complete(rtm_client.start())
+pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+print("DONE", rtm_client.state, len(pending), sorted(t.name for t in threading.enumerate()), flush=True)
+'''
+
+
+def test_seed_async_usage_with_its_own_loop(sim, tmp_path):
+    """slackclient's async recipe: run_async=True, loop=..., run_until_complete(rtm_client.start())."""
+    proc = run_script(sim, tmp_path, OWN_LOOP)
+    out, err = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0, err
+    assert "HELLO" in out
+    # when the future start() returned completes, the client has already let go of everything
+    assert "DONE stopped 0 ['MainThread']" in out, out

@@ -265,3 +265,22 @@ async def test_bad_registrations():
         reg.add("message", 3)
     with pytest.raises(TypeError, match="event"):
         reg.add("", lambda c, e: None)
+
+
+async def test_a_counted_failure_has_already_been_reported():
+    """Once `calls` includes a failed call of a sync handler, its error was handed to on_error."""
+    errors = []
+    _, reg = make_registry(errors)
+
+    def always_fails(client, event):
+        raise RuntimeError(event["n"])
+
+    reg.add("message", always_fails)
+    reg.start(asyncio.get_running_loop())
+    for n in range(200):
+        reg.dispatch("message", {"type": "message", "n": n})
+        if reg["always_fails"].calls:
+            assert len(errors) == reg["always_fails"].calls
+    await wait_until(lambda: reg["always_fails"].calls == 200, "all calls")
+    assert len(errors) == 200
+    await reg.stop()
