@@ -303,6 +303,9 @@ async def test_usage_errors_with_a_client(shell):
         "%rtm_connect --name 2x": "--name must be a Python variable name",
         "%rtm_connect --token-env NO_SUCH_VAR_SET": "Environment variable NO_SUCH_VAR_SET is not set",
         '%%rtm_on message --match "unbalanced\npass': "check the quotes",
+        "%rtm_connect --demo --base-url http://127.0.0.1:1/api/": "--demo connects to the simulated workspace, --base-url to a real one",
+        "%rtm_connect --base-url http://127.0.0.1:1/api/": "--base-url needs a token",
+        "%rtm_connect --demo --rate -1": "--rate must be 0 or more",
     }
     for cell, expected in cases.items():
         result = await run(shell, cell)
@@ -406,3 +409,9 @@ async def test_say_in_thread_and_registered_async_function(shell):
     assert sent["in the thread"]["thread_ts"] == asked["ts"] and sent["in the thread"]["channel"] == channel
     assert "LOUD PLEASE" in sent
     await stop_all(shell)
+
+
+def test_rate_with_a_real_token_is_refused_without_showing_it(shell, monkeypatch):
+    monkeypatch.setenv("RTM_TEST_TOKEN", "xoxb-123-456-notarealtoken")
+    message = usage_error(shell, "%rtm_connect --token-env RTM_TEST_TOKEN --rate 3")
+    assert "Type %rtm_connect --demo --rate 3" in message and "notarealtoken" not in message

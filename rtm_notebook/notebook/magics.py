@@ -66,7 +66,7 @@ KNOWN_EVENTS = frozenset(
 
 DEFAULT_TIMEOUT = 15.0
 
-_current: "Magics | None" = None
+_current: "RTMMagics | None" = None
 
 
 class Session:
@@ -315,7 +315,7 @@ class RTMMagics(Magics):
     @argument("--token-env", metavar="VAR", help="read the bot token from environment variable VAR (default: SLACK_BOT_TOKEN, then SLACK_API_TOKEN)")
     @argument("--connect-method", default=None, choices=["rtm.connect", "rtm.start"], help="rtm.connect (default) or rtm.start, which also returns a snapshot of users and channels")
     @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
-    @argument("--rate", type=float, default=5.0, help="events per second of simulated traffic (simulated workspace only; default 5)")
+    @argument("--rate", type=float, default=None, help="events per second of simulated traffic (simulated workspace only; default 5)")
     @argument("--name", default="rtm", help="variable the client is bound to (default rtm)")
     @line_magic
     def rtm_connect(self, line: str = "") -> None:
@@ -329,8 +329,11 @@ class RTMMagics(Magics):
         args = self._parse(self.rtm_connect, line)
         if not args.name.isidentifier():
             raise UsageError(f"--name must be a Python variable name, not {args.name!r}. Type: %rtm_connect --name rtm")
-        if args.rate < 0:
+        if args.rate is not None and args.rate < 0:
             raise UsageError("--rate must be 0 or more events per second, e.g. %rtm_connect --demo --rate 20")
+        if args.demo and (args.token_env or args.base_url):
+            option = "--token-env" if args.token_env else "--base-url"
+            raise UsageError(f"--demo connects to the simulated workspace, {option} to a real one: drop one of them")
         token = None
         if not args.demo:
             if args.token_env:
@@ -339,6 +342,11 @@ class RTMMagics(Magics):
                     raise UsageError(f"Environment variable {args.token_env} is not set or empty. Set it to your bot token (xoxb-...), or type %rtm_connect --demo")
             else:
                 token = os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("SLACK_API_TOKEN")
+        if token is None and args.base_url:
+            raise UsageError("--base-url needs a token: set SLACK_BOT_TOKEN, or pass --token-env VAR naming the variable that holds it")
+        if token is not None and args.rate is not None:
+            raise UsageError(f"--rate sets the simulated workspace's traffic, but a token is set so this connects to Slack. Type %rtm_connect --demo --rate {args.rate:g} for the simulated workspace")
+        rate = 5.0 if args.rate is None else args.rate
 
         from rtm_notebook.client import RTMClient
 
@@ -353,12 +361,12 @@ class RTMMagics(Magics):
             if token is None:
                 from rtm_notebook.sim import SimWorkspace
 
-                sim = SimWorkspace(rate=args.rate)
+                sim = SimWorkspace(rate=rate)
                 sim.start()
                 token = sim.token
                 base_url = sim.base_url
                 why = "--demo" if args.demo else "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set"
-                print(f"{why}: connecting to the simulated workspace at {base_url} ({args.rate:g} events/s of demo traffic)")
+                print(f"{why}: connecting to the simulated workspace at {base_url} ({rate:g} events/s of demo traffic)")
             kwargs: dict[str, Any] = {"token": token}
             if base_url:
                 kwargs["base_url"] = base_url
