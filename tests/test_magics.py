@@ -410,8 +410,3 @@ async def test_say_in_thread_and_registered_async_function(shell):
     assert "LOUD PLEASE" in sent
     await stop_all(shell)
 
-
-def test_rate_with_a_real_token_is_refused_without_showing_it(shell, monkeypatch):
-    monkeypatch.setenv("RTM_TEST_TOKEN", "xoxb-123-456-notarealtoken")
-    message = usage_error(shell, "%rtm_connect --token-env RTM_TEST_TOKEN --rate 3")
-    assert "Type %rtm_connect --demo --rate 3" in message and "notarealtoken" not in message

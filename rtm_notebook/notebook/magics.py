@@ -315,7 +315,7 @@ class RTMMagics(Magics):
     @argument("--token-env", metavar="VAR", help="read the bot token from environment variable VAR (default: SLACK_BOT_TOKEN, then SLACK_API_TOKEN)")
     @argument("--connect-method", default=None, choices=["rtm.connect", "rtm.start"], help="rtm.connect (default) or rtm.start, which also returns a snapshot of users and channels")
     @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
-    @argument("--rate", type=float, default=None, help="events per second of simulated traffic (simulated workspace only; default 5)")
+    @argument("--rate", type=float, default=None, help="events per second of simulated traffic (default 5; ignored when connecting to Slack)")
     @argument("--name", default="rtm", help="variable the client is bound to (default rtm)")
     @line_magic
     def rtm_connect(self, line: str = "") -> None:
@@ -344,8 +344,8 @@ class RTMMagics(Magics):
                 token = os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("SLACK_API_TOKEN")
         if token is None and args.base_url:
             raise UsageError("--base-url needs a token: set SLACK_BOT_TOKEN, or pass --token-env VAR naming the variable that holds it")
-        if token is not None and args.rate is not None:
-            raise UsageError(f"--rate sets the simulated workspace's traffic, but a token is set so this connects to Slack. Type %rtm_connect --demo --rate {args.rate:g} for the simulated workspace")
+        # --rate is kept (not refused) with a token: a notebook may say
+        # `%rtm_connect --rate 10` to run on Slack or, without a token, on the sim.
         rate = 5.0 if args.rate is None else args.rate
 
         from rtm_notebook.client import RTMClient
