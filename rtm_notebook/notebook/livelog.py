@@ -128,14 +128,11 @@ class LiveLog:
         self.search = ""
         # The client's own name lookups (filled from rtm.start or the Web API),
         # shared, so names learned once serve both the log and rtm.messages().
-        self.users: dict[str, str] = getattr(client, "user_names", None) if client is not None else None
-        self.channels: dict[str, str] = getattr(client, "channel_names", None) if client is not None else None
-        if not isinstance(self.users, dict):
-            self.users = {}
-        if not isinstance(self.channels, dict):
-            self.channels = {}
+        users, channels = getattr(client, "user_names", None), getattr(client, "channel_names", None)
+        self.users: dict[str, str] = users if isinstance(users, dict) else {}
+        self.channels: dict[str, str] = channels if isinstance(channels, dict) else {}
         self._rate = 0.0
-        self._rate_mark = (time.monotonic(), 0)
+        self._rate_mark = (time.monotonic(), self._total())
         self._timer: Any = None
         self._ticking = False
         self._closed = False
@@ -242,12 +239,19 @@ class LiveLog:
             self._rows_html.value = self.rows_html()
             self.renders += 1
 
+    def _total(self) -> int:
+        # The client's counts, when there is one: rows the log adds itself
+        # (handler output) are not events received.
+        counts = getattr(self.client, "counts", None)
+        return sum(counts.values()) if counts is not None else self._received
+
     def _update_rate(self) -> None:
+        total = self._total()
         now = time.monotonic()
         then, count = self._rate_mark
         if now - then >= 1.0:
-            self._rate = (self._received - count) / (now - then)
-            self._rate_mark = (now, self._received)
+            self._rate = (total - count) / (now - then)
+            self._rate_mark = (now, total)
 
     def _visible_rows(self) -> list[tuple[float, Mapping[str, Any]]]:
         """Newest first, filtered, at most ``visible``; also refreshes the filter choices."""
