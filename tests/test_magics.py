@@ -306,6 +306,7 @@ async def test_usage_errors_with_a_client(shell):
         "%rtm_connect --demo --base-url http://127.0.0.1:1/api/": "--demo connects to the simulated workspace, --base-url to a real one",
         "%rtm_connect --base-url http://127.0.0.1:1/api/": "--base-url needs a token",
         "%rtm_connect --demo --rate -1": "--rate must be 0 or more",
+        "%%rtm_on message\nyield event": "cannot use yield",
     }
     for cell, expected in cases.items():
         result = await run(shell, cell)

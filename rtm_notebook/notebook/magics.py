@@ -129,18 +129,20 @@ def _hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 
 
-def _contains_await(tree: ast.AST) -> bool:
-    """Whether the code awaits at its own level (not inside a nested def/lambda/class)."""
+def _own_level(tree: ast.AST):
+    """The nodes of the code at its own level (not inside a nested def/lambda/class)."""
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
             continue
-        if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)):
-            return True
-        if isinstance(node, ast.comprehension) and node.is_async:
-            return True
-        if _contains_await(node):
-            return True
-    return False
+        yield node
+        yield from _own_level(node)
+
+
+def _contains_await(tree: ast.AST) -> bool:
+    return any(
+        isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) or (isinstance(node, ast.comprehension) and node.is_async)
+        for node in _own_level(tree)
+    )
 
 
 _TEMPLATE = """
@@ -164,6 +166,9 @@ def compile_handler(body: str, *, filename: str, namespace: dict, web: Callable,
     body's own.
     """
     tree = ast.parse(body, filename, "exec")
+    if any(isinstance(node, (ast.Yield, ast.YieldFrom)) for node in _own_level(tree)):
+        # The body would become a generator that nobody iterates: it would never run.
+        raise UsageError("A handler cell cannot use yield: its body runs once per event. Collect results in a list instead")
     is_async = _contains_await(tree)
     module = ast.parse(_TEMPLATE.format(kw="async " if is_async else ""))
     for node in ast.walk(module):
