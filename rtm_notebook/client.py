@@ -311,8 +311,11 @@ class RTMClient:
         for ev in _events(event):
             known = cls._callbacks[ev]
             for cb in callbacks:
-                if cb not in known:
-                    known.append(cb)
+                # A notebook cell run again defines a new function of the same
+                # name: it replaces the old one instead of running beside it.
+                name = _seed_name(ev, cb)
+                known[:] = [k for k in known if _seed_name(ev, k) != name]
+                known.append(cb)
                 for client in list(cls._live):
                     client._call_on_loop(client._adopt_seed, ev, cb)
 

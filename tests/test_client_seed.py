@@ -259,3 +259,13 @@ def test_seed_async_usage_with_its_own_loop(sim, tmp_path):
     assert "HELLO" in out
     # when the future start() returned completes, the client has already let go of everything
     assert "DONE stopped 0 ['MainThread']" in out, out
+
+
+def test_redefining_a_seed_callback_replaces_it():
+    for text in ("first", "second"):
+        @RTMClient.run_on(event="message")
+        def greet(**payload):  # the same notebook cell, run twice
+            return text
+    assert [cb() for cb in RTMClient._callbacks["message"]] == ["second"]
+    rtm = RTMClient(token="xoxb-x")
+    assert [h.name for h in rtm.handlers] == [f"seed:message:{__name__}.test_redefining_a_seed_callback_replaces_it.<locals>.greet"]
