@@ -81,7 +81,11 @@ SEND_BURST = 3
 MAX_RETRY_AFTER = 300.0
 
 _time = time.time
-_CONTROL = frozenset(("hello", "goodbye"))
+# Event types intake looks at itself: the session's own, and those that
+# name a user or a channel (for messages()).
+_NAMING = frozenset(("channel_created", "channel_joined", "channel_rename", "group_joined", "group_rename",
+                     "team_join", "user_change"))
+_CONTROL = frozenset(("hello", "goodbye")) | _NAMING
 
 
 class _Retry(Exception):
@@ -798,11 +802,16 @@ class RTMClient:
                 # rtm.start brings names in its snapshot; rtm.connect does not.
                 self._names_fetched = True
                 self._spawn(self._fetch_names())
-        elif t == "goodbye" and conn is not None:
-            conn.end_reason = "goodbye"
-            # Closing runs beside the read loop, which keeps draining the
-            # frames Slack still sends before its close frame.
-            self._spawn(conn.close())
+        elif t == "goodbye":
+            if conn is not None:
+                conn.end_reason = "goodbye"
+                # Closing runs beside the read loop, which keeps draining the
+                # frames Slack still sends before its close frame.
+                self._spawn(conn.close())
+        elif t in ("team_join", "user_change"):
+            self._learn_names({"users": [event.get("user")]})
+        else:
+            self._learn_names({"channels": [event.get("channel")]})
 
     def _emit(self, event: dict, *, dispatch: bool = True) -> None:
         """Record and dispatch an event the client itself produced."""

@@ -418,3 +418,15 @@ async def test_a_broken_tap_is_removed_and_intake_goes_on(sim, caplog):
     rtm.remove_tap(good.append)
     assert rtm._taps == ()
     await rtm.stop()
+
+
+def test_names_are_learned_from_events_that_carry_them():
+    # The simulated workspace does not emit these events; they are fed to
+    # intake as the connection would.
+    rtm = RTMClient(token="xoxb-x")
+    rtm._intake({"type": "channel_created", "channel": {"id": "C1", "name": "new-chan"}}, None)
+    rtm._intake({"type": "channel_rename", "channel": {"id": "C1", "name": "renamed"}}, None)
+    rtm._intake({"type": "team_join", "user": {"id": "U1", "name": "neo"}}, None)
+    rtm._intake({"type": "user_change", "user": "not an object"}, None)
+    assert rtm.channel_names == {"C1": "renamed"} and rtm.user_names == {"U1": "neo"}
+    assert rtm.counts["channel_rename"] == 1 and len(rtm.event_frame) == 4
