@@ -164,7 +164,7 @@ class Handler:
         else:
             self._exited = loop.create_future()
             self._thread = threading.Thread(
-                target=self._run_sync, args=(loop,), name=f"rtm-handler-{self.name}", daemon=True
+                target=self._run_sync, args=(loop, self._exited), name=f"rtm-handler-{self.name}", daemon=True
             )
             self._thread.start()
 
@@ -204,7 +204,9 @@ class Handler:
                 self.total_time += perf_counter() - start
                 self._ok += 1
 
-    def _run_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _run_sync(self, loop: asyncio.AbstractEventLoop, exited: asyncio.Future) -> None:
+        # q and exited are this thread's own: after a stop that timed out, a
+        # restarted handler has new ones while this thread finishes its call.
         q = self._queue
         call = self._caller()
         try:
@@ -233,12 +235,10 @@ class Handler:
                     self.total_time += perf_counter() - start
                     self._ok += 1
         finally:
-            exited = self._exited
-            if exited is not None:
-                try:
-                    loop.call_soon_threadsafe(_resolve, exited)
-                except RuntimeError:  # the loop is already closed: nobody waits
-                    pass
+            try:
+                loop.call_soon_threadsafe(_resolve, exited)
+            except RuntimeError:  # the loop is already closed: nobody waits
+                pass
 
     def _report(self, exc: Exception, tb: str, event: dict) -> None:
         """Count a failed call and tell the registry (on the loop)."""
@@ -436,8 +436,10 @@ class HandlerRegistry:
 
     async def stop(self) -> None:
         """Stop every worker (handlers stay registered; :meth:`start` restarts them)."""
-        for h in list(self._handlers.values()):
-            await h._stop()
+        handlers = list(self._handlers.values())
+        # together: several handlers stuck in long calls cost one timeout, not one each
+        await asyncio.gather(*(h._stop() for h in handlers))
+        for h in handlers:
             h._stopped = False
             h._queue = deque() if h.is_async else queue.SimpleQueue()
             if not h.is_async:
