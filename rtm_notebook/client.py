@@ -123,6 +123,10 @@ def _retry_after(headers: Any) -> float | None:
     return min(value, MAX_RETRY_AFTER)
 
 
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _backoff(attempt: int) -> float:
     if attempt <= 0:
         return 0.0
@@ -497,7 +501,9 @@ class RTMClient:
             await asyncio.wait([task])
         finally:
             await self.async_stop()
-        if self.last_error is not None:
+        # Only an error that ended the session is the caller's; last_error may
+        # also hold one the session recovered from.
+        if isinstance(self.last_error, (RTMConnectError, SlackClientError)):
             raise self.last_error
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
@@ -718,9 +724,16 @@ class RTMClient:
         data = dict(resp.data)
         if not isinstance(data.get("url"), str):
             raise _Retry(f"{self.connect_method} answered without a socket url")
-        self._team = data.get("team")
-        self._self = data.get("self")
-        self._learn_names(data)
+        try:
+            self._team = data.get("team")
+            self._self = data.get("self")
+            self._learn_names(data)
+        except Exception as exc:
+            # A bug reading an answer must not end the session task and leave
+            # the client "connecting" forever: record it and try again.
+            self.last_error = exc
+            log.exception("could not read the %s answer", self.connect_method)
+            raise _Retry(f"could not read the {self.connect_method} answer ({type(exc).__name__}: {exc})") from None
         return data
 
     async def _run_connection(self, conn: Connection, data: dict, loop: asyncio.AbstractEventLoop) -> str:
@@ -1043,12 +1056,13 @@ class RTMClient:
             log.info("could not fetch user and channel names: %s", exc)
 
     def _learn_names(self, data: dict) -> None:
-        for key in ("users",):
-            for u in data.get(key) or ():
-                if isinstance(u, dict) and isinstance(u.get("id"), str):
-                    self.user_names[u["id"]] = u.get("name") or u.get("real_name") or u["id"]
+        # Only lists of objects carry names; anything else Slack (or a proxy)
+        # might put in these fields is skipped, not trusted.
+        for u in _list(data.get("users")):
+            if isinstance(u, dict) and isinstance(u.get("id"), str):
+                self.user_names[u["id"]] = u.get("name") or u.get("real_name") or u["id"]
         for key in ("channels", "groups", "mpims"):
-            for c in data.get(key) or ():
+            for c in _list(data.get(key)):
                 if isinstance(c, dict) and isinstance(c.get("id"), str) and c.get("name"):
                     self.channel_names[c["id"]] = c["name"]
         me = data.get("self")

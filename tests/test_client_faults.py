@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from rtm_notebook import RTMClient
 from rtm_notebook import client as client_module
 from rtm_notebook.errors import FATAL_CONNECT_ERRORS, RTMConnectError
 from rtm_notebook.sim import SimWorkspace
@@ -287,4 +288,58 @@ async def test_backoff_grows_for_short_sessions_and_resets_after_a_healthy_one(s
     sim.drop_connections()
     await reconnected(rtm, 4)
     assert logged_delays(caplog)[-1] == 0.0
+    await rtm.stop()
+
+
+async def _odd_connect_server(sim, extra):
+    """An rtm.connect endpoint that hands out the workspace's real socket URLs
+    inside an answer whose other fields have shapes Slack never documents."""
+    from aiohttp import web
+
+    from rtm_notebook.web import AsyncWebClient
+
+    async def answer(request):
+        async with AsyncWebClient(sim.token, base_url=sim.base_url) as real:
+            url = (await real.rtm_connect())["url"]
+        return web.json_response({"ok": True, "url": url, **extra})
+
+    app = web.Application()
+    app.router.add_route("*", "/api/{method}", answer)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/api/"
+
+
+@pytest.mark.parametrize("value", [1, True, "C1", {"id": "U1"}, [1, "x", None, {"id": 5}]])
+async def test_connect_answer_with_oddly_shaped_name_lists_still_connects(sim, value):
+    extra = {key: value for key in ("users", "channels", "groups", "ims", "mpims")}
+    runner, base_url = await _odd_connect_server(sim, extra)
+    rtm = RTMClient(token=sim.token, base_url=base_url, ping_interval=5)
+    try:
+        await asyncio.wait_for(rtm.connect(), GUARD)
+        assert rtm.state == "connected" and rtm.last_error is None
+    finally:
+        await rtm.stop()
+        await runner.cleanup()
+
+
+async def test_unexpected_error_reading_the_connect_answer_is_recorded_and_retried(sim, monkeypatch):
+    learn = RTMClient._learn_names
+    failures = []
+
+    def fails_once(self, data):
+        # Fault injection: stands in for any bug while reading an answer.
+        if not failures:
+            failures.append(RuntimeError("boom"))
+            raise failures[0]
+        learn(self, data)
+
+    monkeypatch.setattr(RTMClient, "_learn_names", fails_once)
+    rtm = client_for(sim)
+    await asyncio.wait_for(rtm.connect(), GUARD)
+    assert len(sim.connect_calls) == 2
+    assert rtm.last_error is failures[0]
+    (error,) = recorded(rtm, "error")
+    assert error["error"]["code"] == "connect_failed" and "RuntimeError: boom" in error["error"]["msg"]
     await rtm.stop()
