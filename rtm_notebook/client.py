@@ -143,7 +143,12 @@ def _validate_seed_callback(callback: Any) -> None:
         raise SlackClientError(f"The callback '{cb_name}' must accept keyword arguments (**kwargs).")
 
 
-def _validate_modern_handler(fn: Any) -> None:
+def validate_handler(fn: Any) -> None:
+    """Raise :class:`SlackClientError` unless ``fn`` can be called as ``fn(client, event)``.
+
+    The one check for modern handlers, shared by :meth:`RTMClient.on` and
+    the ``%rtm_on EVENT FUNCTION`` magic.
+    """
     name = getattr(fn, "__name__", repr(fn))
     if not callable(fn):
         raise SlackClientError(f"The handler '{name}' is not callable.")
@@ -367,7 +372,7 @@ class RTMClient:
         events = _events(event)
 
         def decorator(fn: Callable) -> Callable:
-            _validate_modern_handler(fn)
+            validate_handler(fn)
             base = name or getattr(fn, "__name__", None)
             for ev in events:
                 hname = base if len(events) == 1 or base is None else f"{base}:{ev}"

@@ -307,7 +307,13 @@ async def test_usage_errors_with_a_client(shell):
         "%rtm_connect --base-url http://127.0.0.1:1/api/": "--base-url needs a token",
         "%rtm_connect --demo --rate -1": "--rate must be 0 or more",
         "%%rtm_on message\nyield event": "cannot use yield",
+        "%rtm_on message _test_one_arg": "'_test_one_arg' must accept two arguments (client, event)",
     }
+
+    def _test_one_arg(event):
+        pass
+
+    shell.user_ns["_test_one_arg"] = _test_one_arg
     for cell, expected in cases.items():
         result = await run(shell, cell)
         assert isinstance(result.error_in_exec, UsageError), (cell, result.error_in_exec)
@@ -315,6 +321,7 @@ async def test_usage_errors_with_a_client(shell):
     # Quotes group words and are not part of the value; backslashes survive.
     await ok(shell, '%%rtm_on message --match "^Hello there" --name quoted\npass')
     await ok(shell, "%%rtm_on message --match \\bhi\\b --name escaped\npass")
+    assert "_test_one_arg" not in shell.user_ns["rtm"].handlers
     assert shell.user_ns["rtm"].handlers["quoted"].filters["match"] == "^Hello there"
     assert shell.user_ns["rtm"].handlers["escaped"].filters["match"] == r"\bhi\b"
     # Channel names resolve to ids.

@@ -467,6 +467,13 @@ class RTMMagics(Magics):
             fn = self.shell.user_ns.get(args.function)
             if not callable(fn):
                 raise UsageError(f"{args.function!r} is not a function defined in this notebook. Define def {args.function}(client, event): ... first")
+            from rtm_notebook.client import validate_handler
+            from rtm_notebook.errors import SlackClientError
+
+            try:
+                validate_handler(fn)
+            except SlackClientError as exc:
+                raise UsageError(str(exc)) from None
             name = args.name or args.function
             sink = self._sink(sess, name)
         else:
