@@ -59,7 +59,8 @@ class Handler:
 
     ``calls`` counts completed calls (including those that raised),
     ``errors`` those that raised, ``last_error`` is the latest exception's
-    repr, ``total_time`` the seconds spent inside the handler.
+    repr, ``total_time`` the seconds spent inside the handler, ``busy_for``
+    how long the call in progress has been running.
     """
 
     def __init__(
@@ -89,6 +90,10 @@ class Handler:
         self.errors = 0
         self.last_error: str | None = None
         self.total_time = 0.0
+        # perf_counter() when the call in progress started; None between calls.
+        # Set by the worker, read from any thread: a stuck handler shows here
+        # long before its calls/errors change.
+        self._busy_since: float | None = None
         match = filters.get("match")
         self._match = re.compile(match) if isinstance(match, str) else match
         self._channels = _as_set(filters.get("channel"))
@@ -125,6 +130,12 @@ class Handler:
     def mean_time(self) -> float:
         """Mean seconds per call (0.0 before the first call)."""
         return self.total_time / self.calls if self.calls else 0.0
+
+    @property
+    def busy_for(self) -> float | None:
+        """Seconds the call in progress has been running, or None when idle."""
+        since = self._busy_since
+        return None if since is None else perf_counter() - since
 
     @property
     def queued(self) -> int:
@@ -190,7 +201,7 @@ class Handler:
             event = q.popleft()
             if self._has_filters and not self.accepts(event):
                 continue
-            start = perf_counter()
+            self._busy_since = start = perf_counter()
             try:
                 if self.call_context is not None:
                     with self.call_context():
@@ -203,6 +214,8 @@ class Handler:
             else:
                 self.total_time += perf_counter() - start
                 self._ok += 1
+            finally:
+                self._busy_since = None
 
     def _run_sync(self, loop: asyncio.AbstractEventLoop, exited: asyncio.Future) -> None:
         # q and exited are this thread's own: after a stop that timed out, a
@@ -216,7 +229,7 @@ class Handler:
                     return
                 if self._has_filters and not self.accepts(event):
                     continue
-                start = perf_counter()
+                self._busy_since = start = perf_counter()
                 try:
                     if self.call_context is not None:
                         with self.call_context():
@@ -234,6 +247,8 @@ class Handler:
                 else:
                     self.total_time += perf_counter() - start
                     self._ok += 1
+                finally:
+                    self._busy_since = None
         finally:
             try:
                 loop.call_soon_threadsafe(_resolve, exited)
@@ -398,7 +413,8 @@ class HandlerRegistry:
         return [h for h in (*self._index.get(event_type, ()), *self._star) if h.accepts(event)]
 
     def stats(self) -> list[dict]:
-        """One dict per handler: name, event, style, kind, calls, errors, last_error, mean_time, queued, filters."""
+        """One dict per handler: name, event, style, kind, calls, errors, last_error, mean_time, queued,
+        busy_for (seconds the call in progress has run, None when idle), filters."""
         return [
             {
                 "name": h.name,
@@ -410,6 +426,7 @@ class HandlerRegistry:
                 "last_error": h.last_error,
                 "mean_time": h.mean_time,
                 "queued": h.queued,
+                "busy_for": h.busy_for,
                 "filters": {k: getattr(v, "pattern", v) for k, v in h.filters.items()},
             }
             for h in self._handlers.values()

@@ -284,3 +284,30 @@ async def test_a_counted_failure_has_already_been_reported():
     await wait_until(lambda: reg["always_fails"].calls == 200, "all calls")
     assert len(errors) == 200
     await reg.stop()
+
+
+async def test_busy_for_shows_a_call_in_progress_sync_and_async():
+    _, reg = make_registry()
+    gate = threading.Event()
+    async_gate = asyncio.Event()
+
+    def stuck(client, event):
+        gate.wait(GUARD)
+
+    async def stuck_async(client, event):
+        await async_gate.wait()
+
+    reg.add("message", stuck, name="sync")
+    reg.add("message", stuck_async, name="async")
+    reg.start(asyncio.get_running_loop())
+    assert [s["busy_for"] for s in reg.stats()] == [None, None]
+    for i in range(3):
+        reg.dispatch("message", {"type": "message", "n": i})
+    await wait_until(lambda: reg["sync"].queued == 2 and reg["async"].queued == 2, "both inside their first call")
+    first = {s["name"]: s["busy_for"] for s in reg.stats()}
+    assert first["sync"] > 0 and first["async"] > 0
+    gate.set()
+    async_gate.set()
+    await wait_until(lambda: reg["sync"].calls == 3 and reg["async"].calls == 3, "all calls done")
+    assert reg["sync"].busy_for is None and reg["async"].busy_for is None
+    await reg.stop()

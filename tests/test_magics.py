@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 
+import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -251,7 +252,8 @@ async def test_connect_handle_reply_replace_remove_stop(capsys, shell):
     assert [h.name for h in client.handlers] == [name]
 
     table = (await ok(shell, "%rtm_handlers")).result
-    assert list(table.columns) == ["name", "event", "filters", "calls", "errors", "last error", "mean time"]
+    assert list(table.columns) == ["name", "event", "filters", "calls", "errors", "last error", "mean time",
+                                   "queued", "busy"]
     assert table.loc[0, "name"] == name and table.loc[0, "filters"] == "match='Hello'"
 
     await ok(shell, f"%rtm_off {name}")
@@ -264,6 +266,39 @@ async def test_connect_handle_reply_replace_remove_stop(capsys, shell):
     assert session.__module__  # the session is gone:
     with pytest.raises(UsageError, match="run %rtm_connect first"):
         session()
+
+
+async def test_rtm_handlers_tells_a_stuck_handler_from_an_idle_one(shell, monkeypatch):
+    from rtm_notebook.notebook import livelog
+    from rtm_notebook.notebook.magics import session
+
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    release = threading.Event()
+    shell.user_ns["_test_release"] = release
+    await ok(shell, "def _test_stuck(client, event):\n    _test_release.wait(10)\n"
+                    "def _test_idle(client, event):\n    pass\n")
+    await ok(shell, "%rtm_on message _test_stuck")
+    await ok(shell, "%rtm_on reaction_removed _test_idle")
+    human, channel = human_and_channel(session().sim)
+    try:
+        for i in range(5):
+            session().sim.post_message(human, channel, f"hi {i}")
+        await wait_until(lambda: client.handlers["_test_stuck"].queued == 4)
+        table = (await ok(shell, "%rtm_handlers")).result.set_index("name")
+        assert table.loc["_test_stuck", "queued"] == 4 and table.loc["_test_stuck", "busy"] > pd.Timedelta(0)
+        assert table.loc["_test_idle", "queued"] == 0 and table.loc["_test_idle", "busy"] is pd.NaT
+        # The live log's status bar names it once it has been busy too long.
+        monkeypatch.setattr(livelog, "STUCK_AFTER", 3600.0)
+        assert "stuck" not in session().log.status_text()
+        monkeypatch.setattr(livelog, "STUCK_AFTER", 0.0)
+        assert "stuck: _test_stuck" in session().log.status_text()
+    finally:
+        release.set()
+    await wait_until(lambda: client.handlers["_test_stuck"].calls == 5)
+    assert client.handlers["_test_stuck"].busy_for is None
+    await stop_all(shell)
 
 
 async def test_handler_errors_reach_its_area_and_the_log(capsys, shell):

@@ -28,6 +28,9 @@ from typing import Any, Iterable, Iterator, Mapping
 from rtm_notebook.notebook.loop import call_on_loop, in_kernel
 
 ALL = "__all__"
+# A handler inside one call for longer than this is named in the status bar:
+# its calls/errors counters do not move while it is stuck.
+STUCK_AFTER = 5.0
 
 _ROW_CSS = (
     "<style>"
@@ -330,12 +333,16 @@ class LiveLog:
         if isinstance(team, Mapping):
             team = team.get("name") or team.get("domain") or team.get("id")
         errors = 0
+        stuck: list[tuple[str, float]] = []
         handlers = getattr(client, "handlers", None)
         if handlers is not None:
             try:
-                errors = sum(int(s.get("errors", 0)) for s in handlers.stats())
+                stats = handlers.stats()
+                errors = sum(int(s.get("errors", 0)) for s in stats)
+                stuck = [(s["name"], s["busy_for"]) for s in stats
+                         if s.get("busy_for") is not None and s["busy_for"] > STUCK_AFTER]
             except Exception:  # a registry mid-change must not break the status bar
-                errors = 0
+                errors, stuck = 0, []
         return {
             "state": getattr(client, "state", None) or ("no client" if client is None else "unknown"),
             "team": team or "",
@@ -343,6 +350,7 @@ class LiveLog:
             "events_per_second": self._rate,
             "counts": collections.Counter(counts).most_common(6),
             "handler_errors": errors,
+            "stuck_handlers": stuck,
             "buffered": len(self._rows),
             "paused": self.paused,
         }
@@ -358,6 +366,8 @@ class LiveLog:
         if s["counts"]:
             parts.append(", ".join(f"{k} {v}" for k, v in s["counts"]))
         parts.append(f"handler errors: {s['handler_errors']}")
+        if s["stuck_handlers"]:
+            parts.append("stuck: " + ", ".join(f"{name} (busy {busy:.0f} s)" for name, busy in s["stuck_handlers"]))
         if s["paused"]:
             parts.append("PAUSED")
         return " · ".join(parts)

@@ -561,7 +561,8 @@ class RTMMagics(Magics):
 
     @line_magic
     def rtm_handlers(self, line: str = "") -> Any:
-        """A table of the handlers: name, event, filters, calls, errors, last error, mean time."""
+        """A table of the handlers: name, event, filters, calls, errors, last error, mean time,
+        queued (events waiting) and busy (how long the call in progress has run; NaT when idle)."""
         if line.strip():
             raise UsageError("%rtm_handlers takes no arguments")
         import pandas as pd
@@ -576,10 +577,12 @@ class RTMMagics(Magics):
                 "errors": s["errors"],
                 "last error": s["last_error"],
                 "mean time": pd.Timedelta(seconds=s["mean_time"]) if s["calls"] else pd.NaT,
+                "queued": s["queued"],
+                "busy": pd.Timedelta(seconds=s["busy_for"]) if s["busy_for"] is not None else pd.NaT,
             }
             for s in sess.run(sess.client.handlers.stats)
         ]
-        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time"]
+        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "busy"]
         return pd.DataFrame(rows, columns=columns)
 
     # -- %rtm_status, %rtm_log, %rtm_stop ----------------------------------------
