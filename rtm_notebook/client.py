@@ -442,6 +442,11 @@ class RTMClient:
             self._log = LiveLog(self)
         return self._log
 
+    def _ipython_display_(self) -> None:
+        # display(rtm) in a notebook shows the live log; outside a kernel the
+        # log renders itself as text. repr(rtm) stays the one-line summary.
+        self.log._ipython_display_()
+
     @property
     def web_client(self) -> AsyncWebClient | WebClient:
         """A Web API client with this client's token: awaitable on the loop's

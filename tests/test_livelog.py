@@ -197,3 +197,26 @@ async def test_with_a_real_client_status_names_and_no_token():
             await client.async_stop()
             log.close()
         assert "state: stopped" in log._status.value
+
+
+async def test_displaying_the_client_shows_its_live_log(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+
+    from rtm_notebook.client import RTMClient
+    from rtm_notebook.sim import SimWorkspace
+
+    InteractiveShell.instance()  # display() as in IPython; no kernel, so the log is text
+    with SimWorkspace(rate=0) as sim:
+        client = RTMClient(token=sim.token, base_url=sim.base_url)
+        try:
+            async with asyncio.timeout(15):  # hang guard
+                await client.connect()
+            capsys.readouterr()
+            display(client)
+            out = capsys.readouterr().out
+            assert out.startswith("state: connected") and "hello" in out
+            assert "<RTMClient" not in out and sim.token not in out
+            assert repr(client).startswith("<RTMClient")  # plain repr is unchanged
+        finally:
+            await client.async_stop()
