@@ -12,9 +12,15 @@ stays cheap: pandas and ipywidgets load only when first used.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+# Library convention: the application decides where log records go. Without
+# this, Python's last-resort handler prints the package's warnings to stderr,
+# which in a notebook lands in whichever cell happens to be running.
+logging.getLogger("rtm_notebook").addHandler(logging.NullHandler())
 
 _EXPORTS = {
     "RTMClient": "rtm_notebook.client",

@@ -29,7 +29,6 @@ import asyncio
 import concurrent.futures
 import difflib
 import hashlib
-import logging
 import os
 import re
 import sys
@@ -652,20 +651,11 @@ def _team_name(client: Any) -> str:
     return str(team or "the workspace")
 
 
-# Handler errors and connection trouble already show under the registering
-# cell and in the live log. Without any logging handler configured, Python's
-# last-resort handler would also print the package's warnings to stderr, i.e.
-# into whichever cell happens to be running; this NullHandler stops that
-# (records still reach the root logger's handlers if the user set any up).
-_no_last_resort = logging.NullHandler()
-
-
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext rtm_notebook``: register the magics (idempotent)."""
     global _current
     if _current is not None:
         return
-    logging.getLogger("rtm_notebook").addHandler(_no_last_resort)
     magics = RTMMagics(ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
@@ -690,4 +680,3 @@ def unload_ipython_extension(ipython: Any) -> None:
             for name in [n for n in ipython.magics_manager.magics[kind] if n.startswith("rtm_")]:
                 del ipython.magics_manager.magics[kind][name]
         uninstall_routing()
-        logging.getLogger("rtm_notebook").removeHandler(_no_last_resort)
