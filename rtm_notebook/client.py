@@ -58,7 +58,7 @@ from rtm_notebook.errors import (
 from rtm_notebook.events import EventFrame
 from rtm_notebook.handlers import Handler, HandlerRegistry
 from rtm_notebook.protocol import Pacer, Protocol
-from rtm_notebook.web import DEFAULT_BASE_URL, AsyncWebClient, WebClient, mask_token
+from rtm_notebook.web import DEFAULT_BASE_URL, AsyncWebClient, WebClient, _retry_after, mask_token
 
 __all__ = ["RTMClient", "STATES"]
 
@@ -76,9 +76,6 @@ HEALTHY_AFTER = 10.0
 # Slack's send limit: about one message a second sustained.
 SEND_RATE = 1.0
 SEND_BURST = 3
-# Retry-After values above this are capped: one bad header must not park
-# the client for hours.
-MAX_RETRY_AFTER = 300.0
 
 _time = time.time
 # Event types intake looks at itself: the session's own, and those that
@@ -111,16 +108,6 @@ def _retrieve(fut: asyncio.Future) -> None:
     # event; this keeps asyncio from also logging "exception never retrieved".
     if not fut.cancelled():
         fut.exception()
-
-
-def _retry_after(headers: Any) -> float | None:
-    try:
-        value = float(headers.get("retry-after") or headers.get("Retry-After"))
-    except (TypeError, ValueError, AttributeError):
-        return None
-    if not value >= 0:
-        return None
-    return min(value, MAX_RETRY_AFTER)
 
 
 def _list(value: Any) -> list:
@@ -728,8 +715,7 @@ class RTMClient:
             if code in FATAL_CONNECT_ERRORS:
                 raise RTMConnectError(code) from None
             if response is not None and getattr(response, "status_code", None) == 429:
-                wait = _retry_after(response.headers)
-                raise _Retry(f"{self.connect_method} is rate limited (HTTP 429)", wait if wait is not None else 1.0) from None
+                raise _Retry(f"{self.connect_method} is rate limited (HTTP 429)", _retry_after(response.headers)) from None
             raise _Retry(str(exc)) from None
         data = dict(resp.data)
         if not isinstance(data.get("url"), str):

@@ -343,3 +343,17 @@ async def test_unexpected_error_reading_the_connect_answer_is_recorded_and_retri
     (error,) = recorded(rtm, "error")
     assert error["error"]["code"] == "connect_failed" and "RuntimeError: boom" in error["error"]["msg"]
     await rtm.stop()
+
+
+async def test_an_absurd_retry_after_on_rtm_connect_is_capped_like_every_web_call(sim):
+    from rtm_notebook.web import MAX_RETRY_AFTER
+
+    sim.rate_limit_connect(calls=1, retry_after=86400)
+    rtm = client_for(sim)
+    rtm.start()
+    try:
+        await until(lambda: any(e["error"]["code"] == "connect_failed" for e in recorded(rtm, "error")), "the 429")
+        (error,) = recorded(rtm, "error")
+        assert f"(retrying in {MAX_RETRY_AFTER:.1f} s)" in error["error"]["msg"]
+    finally:
+        await rtm.async_stop()
