@@ -1,8 +1,9 @@
 """RTM clients side by side on the simulated workspace's firehose: throughput and latency.
 
 Run: ``.venv/bin/python -m benchmarks.bench_client`` (``--events N`` in the
-burst, ``--latency-seconds S`` per latency run, ``--peers a,d,...`` for a
-subset).
+burst, ``--rounds R`` throughput runs per peer of which the best is shown,
+``--latency-seconds S`` per latency run, ``--peers adf`` for a subset).
+Results and their reading: ``docs/benchmarks.md``.
 
 Throughput. The simulated workspace runs in its own process (so it never
 shares a GIL with the client under test) and writes a burst of ``--events``
