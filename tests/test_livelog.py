@@ -220,3 +220,17 @@ async def test_displaying_the_client_shows_its_live_log(capsys):
             assert repr(client).startswith("<RTMClient")  # plain repr is unchanged
         finally:
             await client.async_stop()
+
+
+async def test_reaction_rows_show_the_channel_of_their_item(log):
+    log.set_names(users={"U1": "alice"}, channels={"C1": "general", "C2": "random"})
+    log.tap({"type": "reaction_added", "user": "U1", "reaction": "tada",
+             "item": {"type": "message", "channel": "C1", "ts": "1700000000.000001"}})
+    log.tap(message(2, channel="C2"))
+    lines = log.text(2).splitlines()
+    assert "#random" in lines[1] and "#general" in lines[2] and ":tada:" in lines[2]
+    # The channel filter sees it too (the same rule as EventFrame's channel column).
+    log.set_filter(channel="C1")
+    await rendered(log)
+    assert ":tada:" in log._rows_html.value and "msg 2" not in log._rows_html.value
+    assert ("#general", "C1") in log._channel.options

@@ -54,6 +54,16 @@ def _ident(value: Any, key: str = "id") -> str | None:
     return None
 
 
+def _channel(event: Mapping[str, Any]) -> str | None:
+    """The event's channel id, by EventFrame's rule: ``channel`` (a string or
+    an object), else ``item.channel`` (reactions, pins, stars)."""
+    channel = event.get("channel")
+    if channel is None:
+        item = event.get("item")
+        channel = item.get("channel") if isinstance(item, Mapping) else None
+    return _ident(channel)
+
+
 def _event_text(event: Mapping[str, Any]) -> str:
     text = event.get("text")
     if isinstance(text, str):
@@ -265,7 +275,7 @@ class LiveLog:
         for row in reversed(self._rows):
             event = row[1]
             etype = str(event.get("type", ""))
-            channel = _ident(event.get("channel"))
+            channel = _channel(event)
             types.add(etype)
             if channel:
                 channels.add(channel)
@@ -289,7 +299,7 @@ class LiveLog:
         etype = str(event.get("type", ""))
         if event.get("subtype"):
             etype += f"/{event['subtype']}"
-        channel = _ident(event.get("channel")) or ""
+        channel = _channel(event) or ""
         if channel:
             channel = "#" + self.channels.get(channel, channel)
         user = _ident(event.get("user"))
