@@ -44,9 +44,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-
-from rtm_notebook.connection import Connection
+from rtm_notebook.connection import Connection, ConnectionClosed
 from rtm_notebook.errors import (
     FATAL_CONNECT_ERRORS,
     DeliveryError,
@@ -678,7 +676,7 @@ class RTMClient:
                 )
                 try:
                     await conn.open()
-                except (OSError, TimeoutError, InvalidURI, InvalidHandshake, ValueError) as exc:
+                except (OSError, TimeoutError, ValueError) as exc:
                     attempt += 1
                     delay = _backoff(attempt)
                     self._emit_error("socket_failed", f"could not open the RTM socket ({type(exc).__name__}: {exc}) "

@@ -1,4 +1,4 @@
-"""One RTM WebSocket session: websockets' asyncio client driving protocol.py.
+"""One RTM WebSocket session: aiohttp's WebSocket client driving protocol.py.
 
 The connection reads frames, decodes them, settles replies and hands each
 event to the client's ``intake`` callback, in order, once. It keeps the
@@ -6,9 +6,16 @@ socket honest with RTM JSON pings after ``ping_interval`` seconds of silence
 and aborts it when a ping goes unanswered. Everything else (reconnecting,
 recording, dispatching, pacing the outbox) is the client's job.
 
-The read loop is the hot path: per frame it does one ``recv``, one UTF-8
-decode, one ``orjson.loads`` and one call to ``intake``; nothing else is
-awaited and nothing else is allocated.
+The read loop is the hot path: per frame it does one ``receive``, one
+``orjson.loads`` of the frame's bytes and one call to ``intake``.
+
+Why aiohttp and not ``websockets`` here: on the simulated workspace's
+firehose (2-core machine, sim in another process) a bare receive loop over
+aiohttp's C-accelerated frame reader delivered 128,000-178,000 events/s
+where the same loop over ``websockets`` delivered 56,000-89,000 (see
+docs/benchmarks.md): websockets parses every frame in Python, and that
+parser was the largest single cost in a profile of the whole client.
+aiohttp is already the simulated workspace's server.
 """
 
 from __future__ import annotations
@@ -19,24 +26,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import orjson
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from aiohttp import WSMsgType
 
 from rtm_notebook.errors import ReplyError
 from rtm_notebook.protocol import Keepalive, Protocol, decode
 
-__all__ = ["Connection", "MAX_FRAME_RECEIVED"]
+__all__ = ["Connection", "ConnectionClosed", "MAX_FRAME_RECEIVED"]
 
 log = logging.getLogger(__name__)
 
 # Slack sets no limit on what it sends; the cap only stops a broken server
-# from exhausting memory (websockets' default of 1 MiB is too small for
+# from exhausting memory (aiohttp's default of 4 MiB is too small for
 # some rtm.start-era payloads).
 MAX_FRAME_RECEIVED = 64 * 2**20
-MAX_QUEUED_FRAMES = 4096
 # A graceful close waits this long for the server's close frame.
 CLOSE_TIMEOUT = 2.0
+
+_TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+
+
+class ConnectionClosed(ConnectionError):
+    """The socket closed before a frame could be written."""
 
 
 class Connection:
@@ -80,33 +92,52 @@ class Connection:
         self._proxy = proxy
         self._keepalive_task: asyncio.Task | None = None
         self._keepalive: Keepalive | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         state = "open" if self.ws is not None and self.end_reason is None else (self.end_reason or "new")
         return f"<Connection #{self.number} {state} frames={self.frames}>"
 
     async def open(self) -> None:
-        """Open the WebSocket (raises OSError / websockets errors on failure)."""
-        kwargs: dict[str, Any] = {
-            "open_timeout": self._open_timeout,
-            "close_timeout": CLOSE_TIMEOUT,
-            # The RTM JSON ping below is the keepalive Slack expects; a
-            # second, protocol-level one would only double the traffic.
-            "ping_interval": None,
-            "max_size": MAX_FRAME_RECEIVED,
-            # RTM events are small: deflate would cost more CPU per event
-            # than it saves on loopback or a LAN.
-            "compression": None,
-            # websockets pauses the transport past 16 queued frames by default;
-            # a deeper queue lets one loop iteration drain a whole TCP read
-            # (hundreds of small events) instead of waking up every 16.
-            "max_queue": MAX_QUEUED_FRAMES,
-        }
-        if self.url.startswith("wss:") and self._ssl is not None:
-            kwargs["ssl"] = self._ssl
-        if self._proxy:
-            kwargs["proxy"] = self._proxy
-        self.ws = await connect(self.url, **kwargs)
+        """Open the WebSocket.
+
+        Raises OSError (refused, reset, TLS or handshake failures, all
+        with the reason in the message), TimeoutError, or ValueError for a
+        URL that is not a WebSocket URL.
+        """
+        session = aiohttp.ClientSession()
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                self.ws = await session.ws_connect(
+                    self.url,
+                    # The RTM JSON ping below is the keepalive Slack expects;
+                    # a second, protocol-level one would only double the traffic.
+                    autoping=True, heartbeat=None,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
+                    max_msg_size=MAX_FRAME_RECEIVED,
+                    # RTM events are small: deflate would cost more CPU per
+                    # event than it saves on loopback or a LAN.
+                    compress=0,
+                    # Bytes, not str: orjson reads bytes directly, and a text
+                    # frame with invalid UTF-8 becomes an error event here
+                    # instead of failing the whole connection.
+                    decode_text=False,
+                    ssl=True if self._ssl is None else self._ssl,
+                    proxy=self._proxy,
+                )
+        except aiohttp.InvalidURL as exc:
+            await session.close()
+            raise ValueError(f"not a WebSocket URL: {exc}") from None
+        except aiohttp.WSServerHandshakeError as exc:
+            await session.close()
+            raise OSError(f"the server refused the WebSocket handshake (HTTP {exc.status})") from None
+        except aiohttp.ClientError as exc:
+            await session.close()
+            raise OSError(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            await session.close()
+            raise
+        self._session = session
 
     async def run(self) -> str:
         """Read until the socket ends; return why it ended (never raises for I/O)."""
@@ -115,10 +146,6 @@ class Connection:
         self._keepalive_task = loop.create_task(self._keep_alive(), name=f"rtm-keepalive-{self.number}")
         try:
             await self._read()
-        except ConnectionClosed as exc:
-            if self.end_reason is None:
-                rcvd = exc.rcvd
-                self.end_reason = f"closed {rcvd.code} {rcvd.reason}".strip() if rcvd else "connection lost"
         except OSError as exc:
             if self.end_reason is None:
                 self.end_reason = f"network: {exc}"
@@ -136,19 +163,23 @@ class Connection:
         return self.end_reason or "ended"
 
     async def _read(self) -> None:
-        recv = self.ws.recv
+        ws = self.ws
+        receive = ws.receive
         intake = self._intake
         loads = orjson.loads
         bad_json = orjson.JSONDecodeError
         reply = self._reply
         while True:
-            # decode=False: a text frame with invalid UTF-8 must become an
-            # error event here, not fail the whole connection inside websockets.
-            data = await recv(False)
+            msg = await receive()
+            kind = msg.type
+            if kind is not _TEXT and kind is not _BINARY:
+                self._ended(msg)
+                return
+            data = msg.data
             self.frames += 1
             try:
+                event = loads(data)
                 raw = data.decode()
-                event = loads(raw)
             except (UnicodeDecodeError, bad_json):
                 event = decode(data)
                 raw = event["raw"]
@@ -158,6 +189,22 @@ class Connection:
             if "reply_to" in event:
                 reply(event)
             intake(event, raw)
+
+    def _ended(self, msg: aiohttp.WSMessage) -> None:
+        """Say why the socket ended, from the message that ended the read loop."""
+        if self.end_reason is not None:
+            return
+        if msg.type is WSMsgType.ERROR:
+            self.end_reason = f"network: {msg.data}"
+            return
+        code = self.ws.close_code
+        if msg.type is WSMsgType.CLOSE:
+            reason = msg.extra or ""
+            self.end_reason = f"closed {msg.data} {reason}".strip()
+        elif code is None or code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
+            self.end_reason = "connection lost"
+        else:
+            self.end_reason = f"closed {code}"
 
     def _reply(self, event: dict) -> None:
         sent = self.protocol.reply(event)
@@ -178,11 +225,19 @@ class Connection:
         """Number, encode and write ``message``; return its id.
 
         Raises MessageTooLargeError / SlackClientError before writing, and
-        websockets' ConnectionClosed if the socket is gone.
+        ConnectionClosed if the socket is gone.
         """
         mid, text = self.protocol.prepare(message)
+        ws = self.ws
         try:
-            await self.ws.send(text)
+            if ws.closed:
+                raise ConnectionClosed(f"RTM connection #{self.number} is closed")
+            await ws.send_str(text)
+        except ConnectionError as exc:
+            self.protocol.pending.pop(mid, None)
+            if isinstance(exc, ConnectionClosed):
+                raise
+            raise ConnectionClosed(f"RTM connection #{self.number} is closed: {exc}") from None
         except BaseException:
             self.protocol.pending.pop(mid, None)
             raise
@@ -211,20 +266,26 @@ class Connection:
     def abort(self) -> None:
         """Drop the TCP connection at once (a stalled server never answers a close)."""
         ws = self.ws
-        if ws is not None and ws.transport is not None:
-            ws.transport.abort()
+        if ws is not None:
+            # aiohttp has no public abort on a client WebSocket; closing its
+            # HTTP response closes the underlying connection without waiting
+            # for a close handshake, and the read loop then ends.
+            ws._response.close()
 
     async def close(self) -> None:
         """Close the WebSocket politely (1000), dropping it if the server does not answer."""
-        ws = self.ws
-        if ws is None:
-            return
-        if self.end_reason is None:
+        ws, session = self.ws, self._session
+        if self.end_reason is None and ws is not None:
             self.end_reason = "closed by client"
         try:
-            await ws.close()
+            if ws is not None:
+                await ws.close()
         except Exception:  # closing a dead socket: nothing left to tell the server
             self.abort()
+        finally:
+            if session is not None:
+                self._session = None
+                await session.close()
 
     def abandon(self) -> dict[int, asyncio.Future]:
         """The socket is gone: the awaited replies will never come. Hand their futures back."""
