@@ -112,6 +112,11 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
+def _not_recorded(event: dict, raw: str | bytes | None = None, **where: Any) -> int:
+    """EventFrame.append's stand-in when the client was made with record=False."""
+    return -1
+
+
 def _backoff(attempt: int) -> float:
     if attempt <= 0:
         return 0.0
@@ -191,7 +196,9 @@ class RTMClient:
     (seconds of silence before an RTM ping; a ping unanswered for as long
     again means the socket is dead), ``loop`` and ``headers`` (extra HTTP
     headers). ``record_to`` (a JSON-lines path) and ``max_rows`` are passed
-    to the :class:`~rtm_notebook.events.EventFrame`.
+    to the :class:`~rtm_notebook.events.EventFrame`; ``record=False`` keeps
+    nothing (``rtm.events`` stays empty), for a long-running bot that needs
+    no DataFrame.
     """
 
     _callbacks: ClassVar[defaultdict[str, list[Callable]]] = defaultdict(list)
@@ -215,6 +222,7 @@ class RTMClient:
         headers: dict | None = None,
         record_to: str | os.PathLike | None = None,
         max_rows: int | None = None,
+        record: bool = True,
     ) -> None:
         if token is None:
             token = os.environ.get("SLACK_BOT_TOKEN")
@@ -223,6 +231,9 @@ class RTMClient:
             raise SlackClientError(f"connect_method must be 'rtm.connect' or 'rtm.start', not {connect_method!r}")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise SlackClientError(f"base_url must be an http(s) URL like {DEFAULT_BASE_URL!r}, not {base_url!r}")
+        if not record and record_to is not None:
+            raise SlackClientError("record=False keeps no events, so there is nothing to write to record_to; "
+                                   "drop one of the two")
         if not ping_interval or ping_interval <= 0:
             raise SlackClientError(f"ping_interval must be a positive number of seconds, not {ping_interval!r}")
         self._token = token
@@ -238,7 +249,7 @@ class RTMClient:
         self._loop_arg = loop
 
         self.event_frame = EventFrame(max_rows=max_rows, record_to=record_to)
-        self._append = self.event_frame.append
+        self._append = self.event_frame.append if record else _not_recorded
         self.counts: Counter = Counter()
         self.handlers = HandlerRegistry(self, seed_kwargs=self._seed_kwargs, on_error=self._handler_failed)
         self._dispatch = self.handlers.dispatch

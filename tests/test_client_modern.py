@@ -430,3 +430,20 @@ def test_names_are_learned_from_events_that_carry_them():
     rtm._intake({"type": "user_change", "user": "not an object"}, None)
     assert rtm.channel_names == {"C1": "renamed"} and rtm.user_names == {"U1": "neo"}
     assert rtm.counts["channel_rename"] == 1 and len(rtm.event_frame) == 4
+
+
+async def test_record_false_keeps_nothing_but_still_dispatches(sim):
+    rtm = client_for(sim, record=False)
+    seen = []
+    rtm.on("message")(lambda client, event: seen.append(event))
+    await rtm.connect()
+    sim.post_message(human(sim), general(sim), "nobody writes this down")
+    await until(lambda: any(e.get("text") == "nobody writes this down" for e in seen), "the message to reach the handler")
+    await rtm.async_stop()
+    assert len(rtm.event_frame) == 0 and rtm.events.empty
+    assert rtm.counts["message"] >= 1
+
+
+def test_record_false_and_record_to_contradict(tmp_path):
+    with pytest.raises(SlackClientError, match="record=False"):
+        RTMClient(token="xoxb-x", record=False, record_to=tmp_path / "events.jsonl")
