@@ -52,7 +52,10 @@ conversation share ``channel`` and ``user`` whatever the event's shape:
 
 from __future__ import annotations
 
+import array
 import collections
+import concurrent.futures
+import functools
 import json
 import operator
 import os
@@ -68,6 +71,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 __all__ = ["COLUMNS", "EventFrame"]
 
@@ -86,18 +90,36 @@ CHUNK_ROWS = 2048
 # and 2.3x without.
 _POOL = pa.system_memory_pool()
 
-# Positions in a row tuple (the row tuple is in COLUMNS order).
+# Positions in a row tuple (COLUMNS order; rows are tuples only in read()
+# and in the recorder's lines, never on the intake path).
 _RECEIVED_AT, _REPLY_TO, _DIRECTION, _CONNECTION, _SEQ, _RAW = 0, 9, 10, 11, 12, 13
-_STRING_FIELDS = range(1, 9)  # type .. event_ts, the extracted string columns
 _INT64_MAX = 2**63 - 1
+_NO_FIELDS = (None,) * 9
+
+# What pyarrow's JSON reader extracts from a chunk's raw texts: every field
+# an extraction rule reads, in the shape the common events have. Any other
+# shape (a channel object, a number where a string belongs, text that is no
+# JSON) makes the reader fail for that block; those rows then take the
+# Python rules.
+_LS = pa.large_string()
+_PARSE_OPTIONS = pa_json.ParseOptions(
+    explicit_schema=pa.schema([
+        *[(name, _LS) for name in COLUMNS[1:9]], ("reply_to", pa.int64()),
+        ("item", pa.struct([("channel", _LS)])),
+        ("message", pa.struct([("user", _LS), ("text", _LS), ("thread_ts", _LS)])),
+    ]),
+    unexpected_field_behavior="ignore")
+# A failing block is split in halves until it parses; blocks this small go
+# to the Python rules directly (bisecting further costs more than it saves).
+_SMALL_BLOCK = 16
 
 
 def _extract(event: dict) -> tuple:
     """Return (type, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to).
 
-    Values are returned as found (not normalised) so this stays cheap; the
-    rules are in the module docstring. EventFrame.append inlines the first
-    lines of this function: keep the two in step.
+    The Python form of the extraction rules (module docstring), values as
+    found; :func:`_fields` normalises them. The JSON-reader path in
+    :func:`_derive` must give the same values: tests compare the two.
     """
     get = event.get
     channel = get("channel")
@@ -106,7 +128,13 @@ def _extract(event: dict) -> tuple:
     thread_ts = get("thread_ts")
     if channel.__class__ is not str or user.__class__ is not str or "message" in event:
         channel, user, text, thread_ts = _resolve(event, channel, user, text, thread_ts)
-    return (get("type"), get("subtype"), channel, user, text, get("ts"), thread_ts,
+    type_ = get("type")
+    if text is None and type_ == "error":
+        error = get("error")
+        if isinstance(error, dict) and error.get("msg") is not None:
+            code = error.get("code")
+            text = f"{_as_text(code)}: {_as_text(error['msg'])}" if code is not None else error["msg"]
+    return (type_, get("subtype"), channel, user, text, get("ts"), thread_ts,
             get("event_ts"), get("reply_to"))
 
 
@@ -135,6 +163,24 @@ def _resolve(event: dict, channel: Any, user: Any, text: Any, thread_ts: Any) ->
     return channel, user, text, thread_ts
 
 
+def _fields(event: dict) -> tuple:
+    """The 9 extracted values of an event, normalised as the frame stores them."""
+    values = _extract(event)
+    return (*map(_as_text, values[:8]), _as_reply_to(values[8]))
+
+
+def _fields_of_raw(raw: str) -> tuple:
+    """The extracted values of an event known only by its JSON text."""
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses (ints past 64 bits, lone surrogates) json may read
+            event = json.loads(raw)
+        except (ValueError, RecursionError):
+            return _NO_FIELDS
+    return _fields(event) if isinstance(event, dict) else _NO_FIELDS
+
+
 def _encode(event: Any) -> bytes:
     """The event as JSON. Events orjson refuses (huge ints, lone surrogates,
     non-JSON values) still get a faithful text; one that is no JSON at all
@@ -158,9 +204,9 @@ def _repr(value: Any) -> str:
 
 
 def _as_text(value: Any) -> str | None:
-    """Normalise one value of a string column (the slow path)."""
-    if value is None:
-        return None
+    """Normalise one value of a string column."""
+    if value is None or value.__class__ is str and value.isascii():
+        return value
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -180,58 +226,163 @@ def _as_reply_to(value: Any) -> int | None:
 
 def _string_array(values) -> pa.Array:
     try:
-        return pa.array(values, type=pa.large_string(), memory_pool=_POOL)
+        return pa.array(values, type=_LS, memory_pool=_POOL)
     except (pa.ArrowException, UnicodeEncodeError):
-        return pa.array([_as_text(v) for v in values], type=pa.large_string(), memory_pool=_POOL)
+        return pa.array([_as_text(v) for v in values], type=_LS, memory_pool=_POOL)
+
+
+def _columns(rows: list[tuple]) -> list[pa.Array]:
+    """Normalised 9-field tuples as the 8 string arrays and the reply_to array."""
+    cols = list(zip(*rows)) if rows else [()] * 9
+    return [*(pa.array(col, type=_LS, memory_pool=_POOL) for col in cols[:8]),
+            pa.array(cols[8], type=pa.int64(), memory_pool=_POOL)]
+
+
+def _derive(raw: pa.Array, odd: dict[int, tuple]) -> list[pa.Array]:
+    """The extracted columns of a chunk, from its raw texts.
+
+    ``odd`` holds the rows whose values were extracted at append time (their
+    raw may not be the event's JSON); the others are parsed here.
+    """
+    if not odd:
+        return _parse(raw)
+    mask = np.zeros(len(raw), dtype=bool)
+    mask[list(odd)] = True
+    mask = pa.array(mask)
+    clean = pc.replace_with_mask(raw, mask, pa.array(["{}"] * len(odd), _LS))
+    values = _columns([odd[i] for i in sorted(odd)])
+    return [pc.replace_with_mask(col, mask, value, memory_pool=_POOL) for col, value in zip(_parse(clean), values)]
+
+
+def _parse(raw: pa.Array) -> list[pa.Array]:
+    """The extraction rules run by pyarrow's JSON reader (no GIL) over raw
+    texts; blocks it cannot read take the Python rules."""
+    n = len(raw)
+    try:
+        return _read_json(raw)
+    except (pa.ArrowException, ValueError):
+        pass
+    if n <= _SMALL_BLOCK:
+        return _columns([_fields_of_raw(text) for text in raw.to_pylist()])
+    half = n // 2
+    return [pa.concat_arrays(pair, memory_pool=_POOL) for pair in zip(_parse(raw[:half]), _parse(raw[half:]))]
+
+
+def _read_json(raw: pa.Array) -> list[pa.Array]:
+    n = len(raw)
+    lines = pc.binary_join_element_wise(raw, pa.scalar("", _LS), pa.scalar("\n", _LS), memory_pool=_POOL)
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
+    start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
+    table = pa_json.read_json(pa.BufferReader(lines.buffers()[2][start:end]), parse_options=_PARSE_OPTIONS,
+                              read_options=pa_json.ReadOptions(use_threads=False, block_size=end - start + 1))
+    if table.num_rows != n:  # raw texts that are not one JSON object each
+        raise ValueError("row count")
+    col = {name: table.column(name).combine_chunks(memory_pool=_POOL) for name in table.column_names}
+    item, message = col["item"], col["message"]
+    col["channel"] = pc.coalesce(col["channel"], pc.struct_field(item, [0]), memory_pool=_POOL)
+    for i, name in enumerate(("user", "text", "thread_ts")):
+        col[name] = pc.coalesce(col[name], pc.struct_field(message, [i]), memory_pool=_POOL)
+    return [col[name] for name in COLUMNS[1:10]]
 
 
 class _Chunk:
-    """A run of rows in compact columnar form; immutable once built."""
+    """A run of rows in compact columnar form; immutable once built.
 
-    __slots__ = ("n", "received_us", "strings", "reply_values", "reply_mask",
-                 "direction", "connection", "seq", "raw")
+    The extracted columns (type .. reply_to) are derived from ``raw`` the
+    first time a DataFrame needs them, then kept (:meth:`fields`).
+    """
 
-    def __init__(self, rows: list) -> None:
+    __slots__ = ("n", "received_us", "direction", "connection", "seq", "raw", "odd", "_fields")
+
+    def __init__(self, received_at, raw, direction: pa.Array, connection: np.ndarray, seq: np.ndarray,
+                 odd: dict[int, tuple] | None = None, fields: list[pa.Array] | None = None) -> None:
+        self.n = len(seq)
+        self.received_us = np.rint(np.asarray(received_at, dtype=np.float64) * 1e6).astype(np.int64)
+        self.raw = _string_array(raw)
+        self.direction = direction
+        self.connection = connection
+        self.seq = seq
+        self.odd = odd or {}
+        self._fields = fields
+
+    @classmethod
+    def from_runs(cls, times: list, raws: list, odd: dict, runs: list, first_seq: int) -> "_Chunk":
+        """A chunk of appended rows; direction/connection given as runs
+        ``(first row, direction, connection)``."""
+        n = len(times)
+        if len(runs) == 1:  # the usual case: one socket, one direction
+            direction = _constant_direction(runs[0][1], n)
+            connection = np.full(n, runs[0][2], dtype=np.int64)
+        else:
+            lengths = np.diff(np.array([run[0] for run in runs] + [n], dtype=np.int64))
+            connection = np.repeat(np.array([run[2] for run in runs], dtype=np.int64), lengths)
+            codes = np.repeat(np.array([run[1] == "out" for run in runs], dtype=np.int8), lengths)
+            direction = _DIRECTIONS.take(pa.array(codes))
+        seq = np.arange(first_seq, first_seq + n, dtype=np.int64)
+        return cls(times, raws, direction, connection, seq, odd)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple]) -> "_Chunk":
+        """A chunk of complete row tuples (COLUMNS order), as read() has them."""
         cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
-        self.n = len(rows)
-        self.received_us = np.rint(np.array(cols[_RECEIVED_AT], dtype=np.float64) * 1e6).astype(np.int64)
-        self.strings = [_string_array(cols[i]) for i in _STRING_FIELDS]
-        reply = cols[_REPLY_TO]
-        try:  # inferred, not cast: a cast to int64 would truncate 0.5 to 0
-            arr = pa.array(reply, memory_pool=_POOL)
-        except (pa.ArrowException, OverflowError):
-            arr = None
-        if arr is not None and pa.types.is_null(arr.type):
-            arr = arr.cast(pa.int64())
-        elif arr is None or not pa.types.is_int64(arr.type):
-            arr = pa.array([_as_reply_to(v) for v in reply], type=pa.int64(), memory_pool=_POOL)
-        self.reply_mask = pc.is_null(arr, memory_pool=_POOL).to_numpy(zero_copy_only=False)
-        self.reply_values = pc.coalesce(arr, pa.scalar(0, pa.int64()), memory_pool=_POOL).to_numpy()
-        self.direction = pa.array(cols[_DIRECTION], type=pa.large_string(), memory_pool=_POOL)
-        self.connection = np.array(cols[_CONNECTION], dtype=np.int64)
-        self.seq = np.array(cols[_SEQ], dtype=np.int64)
-        self.raw = _string_array(cols[_RAW])
+        fields = [_string_array(cols[i]) for i in range(1, 9)]
+        fields.append(pa.array([_as_reply_to(v) for v in cols[_REPLY_TO]], type=pa.int64(), memory_pool=_POOL))
+        return cls(cols[_RECEIVED_AT], cols[_RAW], pa.array(cols[_DIRECTION], type=_LS, memory_pool=_POOL),
+                   np.array(cols[_CONNECTION], dtype=np.int64), np.array(cols[_SEQ], dtype=np.int64), fields=fields)
+
+    def fields(self) -> list[pa.Array]:
+        """type .. event_ts (large_string) and reply_to (int64), derived once.
+        Two threads may derive at once; both get the same values."""
+        if self._fields is None:
+            self._fields = _derive(self.raw, self.odd)
+        return self._fields
+
+
+_DIRECTIONS = pa.array(["in", "out"], type=_LS)
+
+
+@functools.lru_cache(maxsize=16)
+def _constant_direction(direction: str, n: int) -> pa.Array:
+    # Arrays are immutable: full chunks of one direction all share one.
+    return pa.array([direction] * n, type=_LS, memory_pool=_POOL)
+
+
+def _derive_all(chunks: list[_Chunk]) -> None:
+    """Derive the chunks' extracted columns, in parallel: the JSON reader
+    runs without the GIL."""
+    todo = [c for c in chunks if c._fields is None]
+    workers = min(len(todo), os.cpu_count() or 1)
+    if workers > 1:
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="EventFrame derive") as pool:
+            for _ in pool.map(_Chunk.fields, todo):
+                pass
+    elif todo:
+        todo[0].fields()
 
 
 def _frame(chunks: list[_Chunk]) -> pd.DataFrame:
     """Assemble the DataFrame; string columns share the chunks' buffers."""
+    _derive_all(chunks)
+    fields = [c.fields() for c in chunks]
 
-    def strings(get) -> pd.arrays.ArrowStringArray:
-        return pd.arrays.ArrowStringArray(pa.chunked_array([get(c) for c in chunks], type=pa.large_string()))
+    def strings(arrays) -> pd.arrays.ArrowStringArray:
+        return pd.arrays.ArrowStringArray(pa.chunked_array(arrays, type=_LS))
 
     def ints(get) -> np.ndarray:
         return np.concatenate([get(c) for c in chunks]) if chunks else np.empty(0, dtype=np.int64)
 
     received = pd.DatetimeIndex(ints(lambda c: c.received_us).view("datetime64[us]")).tz_localize("UTC")
     data: dict[str, Any] = {"received_at": received.array}
-    for name, i in zip(COLUMNS[1:9], range(8)):
-        data[name] = strings(lambda c, i=i: c.strings[i])
-    mask = np.concatenate([c.reply_mask for c in chunks]) if chunks else np.empty(0, dtype=bool)
-    data["reply_to"] = pd.arrays.IntegerArray(ints(lambda c: c.reply_values), mask)
-    data["direction"] = strings(lambda c: c.direction)
+    for i, name in enumerate(COLUMNS[1:9]):
+        data[name] = strings([f[i] for f in fields])
+    reply = pa.chunked_array([f[8] for f in fields], type=pa.int64())
+    mask = pc.is_null(reply).to_numpy() if chunks else np.empty(0, dtype=bool)
+    values = pc.fill_null(reply, 0).to_numpy() if chunks else np.empty(0, dtype=np.int64)
+    data["reply_to"] = pd.arrays.IntegerArray(values, mask)
+    data["direction"] = strings([c.direction for c in chunks])
     data["connection"] = ints(lambda c: c.connection)
     data["seq"] = ints(lambda c: c.seq)
-    data["raw"] = strings(lambda c: c.raw)
+    data["raw"] = strings([c.raw for c in chunks])
     return pd.DataFrame(data, columns=COLUMNS, copy=False)
 
 
@@ -284,7 +435,7 @@ class _Recorder:
                 try:
                     lines.append(_line(row))
                 except Exception as exc:  # the thread must survive any one event
-                    self._report(f"could not write event seq {row[_SEQ]} ({exc!r})")
+                    self._report(f"could not write event seq {row[3]} ({exc!r})")
             if lines:
                 try:
                     self._file.write(b"".join(lines))
@@ -310,31 +461,21 @@ class _Recorder:
         self._file.close()
 
 
-_PLAIN = {str, type(None)}
+def _line(item: tuple) -> bytes:
+    """One appended event as a JSON line: an object with every column, in
+    COLUMNS order (the extracted ones derived here, off the intake thread)."""
+    received_at, direction, connection, seq, raw, fields = item
+    if fields is None:
+        fields = _fields_of_raw(raw)
+    record = dict(zip(_LINE_KEYS, (received_at, *fields, direction, connection, seq, raw)))
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # lone surrogates in raw (its columns are already normalised)
+        record["raw"] = _as_text(raw)
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def _line(row: tuple) -> bytes:
-    """A row as one JSON line: an object with every column, in COLUMNS order."""
-    (received_at, type_, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to, direction,
-     connection, seq, raw) = row
-    if raw.__class__ is bytes:  # orjson's output, or a binary frame the caller passed
-        raw = raw.decode("utf-8", "backslashreplace")
-    record = {"received_at": received_at, "type": type_, "subtype": subtype, "channel": channel, "user": user,
-              "text": text, "ts": ts, "thread_ts": thread_ts, "event_ts": event_ts, "reply_to": reply_to,
-              "direction": direction, "connection": connection, "seq": seq, "raw": raw}
-    plain = ({type_.__class__, subtype.__class__, channel.__class__, user.__class__, text.__class__, ts.__class__,
-              thread_ts.__class__, event_ts.__class__, raw.__class__} <= _PLAIN
-             and (reply_to is None or reply_to.__class__ is int))
-    if plain:
-        try:
-            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except orjson.JSONEncodeError:  # lone surrogates, ints past 64 bits
-            pass
-    # Store odd values as the frame shows them, so read() rebuilds the same frame.
-    for i in (*_STRING_FIELDS, _RAW):
-        record[COLUMNS[i]] = _as_text(record[COLUMNS[i]])
-    record["reply_to"] = _as_reply_to(reply_to)
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+_LINE_KEYS = tuple(COLUMNS)
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -417,8 +558,17 @@ class EventFrame:
         self._chunks: collections.deque[_Chunk] = collections.deque()
         self._chunk_total = 0      # rows held in self._chunks
         self._sealed = 0           # rows ever moved into chunks (evicted ones included)
-        self._partial: list[tuple] = []
-        self._next_seq = 0
+        # The chunk being filled, one plain list per kept value: no object
+        # per row. Its seq values are first_seq, first_seq + 1, ...
+        self._times = array.array("d")     # received_at; no float object kept per row
+        self._raws: list[str] = []
+        self._odd: dict[int, tuple] = {}    # row -> fields extracted at append time
+        self._runs: list[tuple] = []        # (first row, direction, connection)
+        self._first_seq = 0
+        # The last direction/connection objects seen, for an identity check
+        # (None: the next append starts a run).
+        self._direction: Any = None
+        self._connection: Any = None
         self._cache: pd.DataFrame | None = None
         self._cache_key = -1
         self._recorder: _Recorder | None = None
@@ -427,7 +577,7 @@ class EventFrame:
         if record_to is not None:
             self._recorder = _Recorder(record_to)
             if self._recorder.last_seq is not None:
-                self._next_seq = self._recorder.last_seq + 1
+                self._first_seq = self._recorder.last_seq + 1
             self._record = self._recorder.put
             self._finalizer = weakref.finalize(self, self._recorder.close)
 
@@ -435,69 +585,88 @@ class EventFrame:
                connection: int = 0, received_at: float | None = None) -> int:
         """Record one event and return its ``seq``.
 
-        ``raw`` is the frame's text as received (pass it: it saves encoding
-        the event again); when None the event is encoded with orjson. It may
-        be text that is not JSON at all (an error event about a malformed
-        frame): it is kept as is; bytes are decoded as UTF-8, undecodable
-        bytes kept as ``\\x..`` escapes. ``received_at`` is ``time.time()``
-        seconds, now when None.
+        ``raw`` is the text ``event`` was decoded from (pass it: it saves
+        encoding the event again, and the extracted columns are derived from
+        it when the DataFrame is first built). When None the event is
+        encoded with orjson. For an event with an ``error`` key it may be
+        any text (an error event about a malformed frame): it is kept as is,
+        and the columns come from ``event``; bytes are decoded as UTF-8,
+        undecodable bytes kept as ``\\x..`` escapes. ``received_at`` is
+        ``time.time()`` seconds, now when None.
 
         Raises TypeError/ValueError, recording nothing, when ``event`` is
         not a dict, ``direction`` is not "in"/"out", or ``connection`` or
         ``received_at`` is not a number of the right kind.
         """
+        # The intake hot path: a few checks and two list appends. Anything
+        # that can be derived from raw later is (see _Chunk.fields).
         if event.__class__ is not dict and not isinstance(event, dict):
             raise TypeError(f"EventFrame.append needs the event as a dict, got {type(event).__name__}; "
                             "pass the undecodable text as raw= with an error event dict")
-        if direction != "in" and direction != "out":
-            raise ValueError(f'direction must be "in" or "out", got {direction!r}')
-        if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
-            connection = _connection_number(connection)
         if received_at is None:
             received_at = time.time()
         elif received_at.__class__ is not float or not -1e11 < received_at < 1e11:
             received_at = _seconds(received_at)
-        if raw is None:
-            raw = _encode(event)
-        partial = self._partial
-        if len(partial) >= self._chunk_rows:
+        times = self._times
+        n = len(times)
+        if n >= self._chunk_rows:
             self._seal()
-            partial = self._partial
-        seq = self._next_seq
-        self._next_seq = seq + 1
-        # _extract, inlined: this is the per-event cost of the whole client.
-        get = event.get
-        channel = get("channel")
-        user = get("user")
-        text = get("text")
-        thread_ts = get("thread_ts")
-        if channel.__class__ is not str or user.__class__ is not str or "message" in event:
-            channel, user, text, thread_ts = _resolve(event, channel, user, text, thread_ts)
-        row = (received_at, get("type"), get("subtype"), channel, user, text, get("ts"), thread_ts,
-               get("event_ts"), get("reply_to"), direction, connection, seq, raw)
-        partial.append(row)
+            times = self._times
+            n = 0
+        if direction is not self._direction or connection is not self._connection:
+            self._switch(direction, connection, n)
+        if raw.__class__ is not str or "error" in event:
+            raw = self._odd_row(event, raw, n)
+        self._raws.append(raw)
+        times.append(received_at)  # last: to_pandas() reads len(times) rows
+        seq = self._first_seq + n
         if self._record is not None:
-            self._record(row)
+            run = self._runs[-1]
+            self._record((received_at, run[1], run[2], seq, raw, self._odd.get(n)))
         return seq
 
-    def _push(self, row: tuple) -> None:
-        """Add a finished row (used by read())."""
-        if len(self._partial) >= self._chunk_rows:
-            self._seal()
-        self._partial.append(row)
+    def _switch(self, direction: Any, connection: Any, n: int) -> None:
+        """Validate a direction/connection not seen just before; start a run
+        when their values changed."""
+        if direction != "in" and direction != "out":
+            raise ValueError(f'direction must be "in" or "out", got {direction!r}')
+        number = connection
+        if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
+            number = _connection_number(connection)
+        runs = self._runs
+        if not runs or runs[-1][1] != direction or runs[-1][2] != number:
+            runs.append((n, "in" if direction == "in" else "out", number))
+        self._direction, self._connection = direction, connection
+
+    def _odd_row(self, event: dict, raw: Any, n: int) -> str:
+        """Extract now the columns of an event whose raw may not be its JSON."""
+        self._odd[n] = _fields(event)
+        if raw is None:
+            raw = _encode(event)
+        return _as_text(raw) if raw.__class__ is not str else raw
 
     def _seal(self) -> None:
-        rows = self._partial
-        chunk = _Chunk(rows)  # the slow part, outside the lock
+        with self._lock:
+            times, raws, odd, runs, first = self._times, self._raws, self._odd, self._runs, self._first_seq
+        chunk = _Chunk.from_runs(times, raws, odd, runs, first)  # the slow part, outside the lock
         with self._lock:
             self._chunks.append(chunk)
             self._chunk_total += chunk.n
             self._sealed += chunk.n
-            self._partial = []
+            self._times, self._raws, self._odd = array.array("d"), [], {}
+            self._runs = [(0, *runs[-1][1:])]
+            self._first_seq = first + chunk.n
             if self.max_rows is not None:
                 # Leave room for the chunk that starts filling now.
                 while self._chunks and self._chunk_total + self._chunk_rows > self.max_rows:
                     self._chunk_total -= self._chunks.popleft().n
+
+    def _push_chunk(self, rows: list[tuple]) -> None:
+        """Add complete rows as a chunk (used by read())."""
+        chunk = _Chunk.from_rows(rows)
+        self._chunks.append(chunk)
+        self._chunk_total += chunk.n
+        self._sealed += chunk.n
 
     def to_pandas(self) -> pd.DataFrame:
         """The recorded events as a DataFrame (schema in the module docstring).
@@ -507,16 +676,19 @@ class EventFrame:
         never change.
         """
         with self._lock:
-            partial = self._partial
-            n = len(partial)
+            times = self._times
+            n = len(times)
             key = self._sealed + n
             if self._cache is not None and key == self._cache_key:
                 return self._cache
             chunks = list(self._chunks)
-        # `partial` only ever grows, and is replaced (not cleared) on a seal,
-        # so its first n rows are stable without holding the lock.
+            raws, odd, runs, first = self._raws, self._odd.copy(), self._runs[:], self._first_seq
+        # The partial chunk's lists only grow, and are replaced (not cleared)
+        # on a seal, so their first n rows are stable without the lock.
         if n:
-            chunks.append(_Chunk(partial[:n]))
+            odd = {i: fields for i, fields in odd.items() if i < n}
+            runs = [run for run in runs if run[0] < n]
+            chunks.append(_Chunk.from_runs(times[:n], raws[:n], odd, runs, first))
         df = _frame(chunks)
         with self._lock:
             if key > self._cache_key:
@@ -525,7 +697,7 @@ class EventFrame:
 
     def __len__(self) -> int:
         with self._lock:
-            return self._chunk_total + len(self._partial)
+            return self._chunk_total + len(self._times)
 
     def __repr__(self) -> str:
         where = f", record_to={self._recorder.path!r}" if self._recorder is not None else ""
@@ -543,6 +715,7 @@ class EventFrame:
         frame = cls()
         bad: list[int] = []
         last_seq = -1
+        rows: list[tuple] = []
         with open(path, "rb") as f:
             for number, line in enumerate(f, 1):
                 row = _parse_line(line)
@@ -550,9 +723,14 @@ class EventFrame:
                     if line.strip():
                         bad.append(number)
                     continue
-                frame._push(row)
+                rows.append(row)
                 last_seq = max(last_seq, row[_SEQ])
-        frame._next_seq = last_seq + 1
+                if len(rows) == CHUNK_ROWS:
+                    frame._push_chunk(rows)
+                    rows = []
+        if rows:
+            frame._push_chunk(rows)
+        frame._first_seq = last_seq + 1
         if bad:
             shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
             warnings.warn(f"{os.fspath(path)}: skipped {len(bad)} unreadable line(s) (line {shown}); "
