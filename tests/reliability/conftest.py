@@ -7,16 +7,9 @@ never leak into the next.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-# The suite's helpers live beside this file; pytest puts this directory on
-# sys.path only for test modules, not when a helper is imported first.
-sys.path.insert(0, os.path.dirname(__file__))
-
-from rtm_notebook.sim import SimWorkspace  # noqa: E402
+from rtm_notebook.sim import SimWorkspace
 
 
 @pytest.fixture

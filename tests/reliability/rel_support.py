@@ -13,32 +13,18 @@ from collections import defaultdict
 
 import orjson
 
+import rtm_support
 from rtm_notebook import RTMClient
+from rtm_support import client_for, general, human  # noqa: F401  (re-exported for the suite)
 
-GUARD = 30.0  # seconds: a hang guard only, never a speed assertion
-
-
-def client_for(sim, **kwargs) -> RTMClient:
-    kwargs.setdefault("ping_interval", 5)
-    return RTMClient(token=sim.token, base_url=sim.base_url, **kwargs)
+# A hang guard only, never a speed assertion; longer than the unit tests'
+# because this suite waits on 100k-frame bursts and reconnect storms.
+GUARD = 30.0
 
 
 async def until(pred, what: str = "condition", guard: float = GUARD) -> None:
-    """Poll ``pred`` on the loop until it is true; fail (not hang) after ``guard`` seconds."""
-    try:
-        async with asyncio.timeout(guard):
-            while not pred():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"gave up waiting for {what}") from None
-
-
-def human(sim) -> str:
-    return next(u["id"] for u in sim.users if not u.get("is_bot") and u["id"] != sim.bot_user_id)
-
-
-def general(sim) -> str:
-    return next(c["id"] for c in sim.channels if c["name"] == "general")
+    """``rtm_support.until`` with this suite's longer default guard."""
+    await rtm_support.until(pred, what, guard)
 
 
 class SeqTap:
@@ -148,10 +134,6 @@ def errors(rtm: RTMClient) -> list[dict]:
             event = None
         out.append(event if isinstance(event, dict) and event.get("type") == "error" else {"malformed": raw})
     return out
-
-
-def rtm_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("rtm-handler-")]
 
 
 def assert_nothing_left(rtm: RTMClient, sim, tasks_before: set, threads_before: set) -> None:
