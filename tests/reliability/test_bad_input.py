@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import orjson
 import pytest
@@ -16,7 +15,6 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from rtm_notebook import RTMClient
 from rtm_notebook.connection import Connection
@@ -194,22 +192,6 @@ def test_any_rtm_connect_answer_is_retried_or_stops_with_a_clear_error(status, r
 # -- bad magic arguments and bad handlers ---------------------------------------------
 
 
-@pytest.fixture
-def shell(sim):
-    os.environ["RTM_RELIABILITY_TOKEN"] = sim.token
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "rtm_notebook")
-    yield shell
-    try:
-        shell.run_line_magic("rtm_stop", "")
-    except UsageError:
-        pass
-    shell.run_line_magic("unload_ext", "rtm_notebook")
-    del os.environ["RTM_RELIABILITY_TOKEN"]
-    for name in [n for n in shell.user_ns if n.startswith(("rtm", "rel_"))]:
-        del shell.user_ns[name]
-
-
 def usage_error(shell, cell: str) -> str:
     result = shell.run_cell(cell, silent=True)
     assert isinstance(result.error_in_exec, UsageError), (cell, result.error_in_exec)
@@ -241,10 +223,10 @@ AFTER_CONNECT = [
 ]
 
 
-def test_bad_magic_arguments_say_what_to_type(shell, sim):
+def test_bad_magic_arguments_say_what_to_type(token_env, shell, sim):
     for cell, hint in BEFORE_CONNECT:
         assert hint in usage_error(shell, cell), cell
-    result = shell.run_cell(f"%rtm_connect --token-env RTM_RELIABILITY_TOKEN --base-url {sim.base_url}", silent=True)
+    result = shell.run_cell(f"%rtm_connect --token-env {token_env} --base-url {sim.base_url}", silent=True)
     assert result.error_in_exec is None, result.error_in_exec
     shell.run_cell("async def rel_good(client, event): pass\nrel_not_a_function = 3", silent=True)
     for cell, hint in AFTER_CONNECT:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 
 import pytest
-from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from rel_support import GUARD, SeqTap, assert_exactly_once_in_order, client_for, errors, human, mark, until
 
@@ -86,22 +83,6 @@ async def test_misbehaving_handlers_never_stall_intake_or_the_others(sim, caplog
     assert rtm.state == "stopped"
 
 
-@pytest.fixture
-def shell(sim):
-    os.environ["RTM_RELIABILITY_TOKEN"] = sim.token
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "rtm_notebook")
-    yield shell
-    try:
-        shell.run_line_magic("rtm_stop", "")
-    except UsageError:
-        pass
-    shell.run_line_magic("unload_ext", "rtm_notebook")
-    del os.environ["RTM_RELIABILITY_TOKEN"]
-    for name in [n for n in shell.user_ns if n.startswith(("rtm", "rel_"))]:
-        del shell.user_ns[name]
-
-
 def wait(pred, what: str) -> None:
     """Hang guard only (no running loop here: the client has a background loop)."""
     deadline = time.monotonic() + GUARD
@@ -111,8 +92,8 @@ def wait(pred, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_rtm_handlers_and_the_live_log_show_a_failing_handler(shell, sim):
-    result = shell.run_cell(f"%rtm_connect --token-env RTM_RELIABILITY_TOKEN --base-url {sim.base_url}", silent=True)
+def test_rtm_handlers_and_the_live_log_show_a_failing_handler(token_env, shell, sim):
+    result = shell.run_cell(f"%rtm_connect --token-env {token_env} --base-url {sim.base_url}", silent=True)
     assert result.error_in_exec is None, result.error_in_exec
     shell.run_cell(
         "def rel_raiser(client, event):\n    raise ZeroDivisionError('handler bug')\n"

@@ -15,8 +15,6 @@ import httpx
 import psutil
 import pytest
 import websockets
-from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from rtm_notebook import RTMClient
 from rtm_notebook.errors import RTMConnectError, SlackApiError
@@ -54,20 +52,6 @@ def _reachable(roots, depth: int = 6, per_container: int = 300):
         else:
             continue  # third-party internals (loops, httpx pools) are not ours to render
         frontier.extend((c, d + 1) for c in children)
-
-
-@pytest.fixture
-def shell():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "rtm_notebook")
-    yield shell
-    try:
-        shell.run_line_magic("rtm_stop", "")
-    except UsageError:
-        pass
-    shell.run_line_magic("unload_ext", "rtm_notebook")
-    for name in [n for n in shell.user_ns if n.startswith("rtm")]:
-        del shell.user_ns[name]
 
 
 def test_no_token_anywhere(sim, shell, monkeypatch, caplog, tmp_path):
