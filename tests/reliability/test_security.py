@@ -15,6 +15,7 @@ import httpx
 import psutil
 import pytest
 import websockets
+from websockets.exceptions import InvalidStatus
 
 from rtm_notebook import RTMClient
 from rtm_notebook.errors import RTMConnectError, SlackApiError
@@ -173,7 +174,7 @@ async def test_workspace_rejects_tokens_it_did_not_issue(sim):
         assert ok["ok"] is True
     # a socket URL the workspace did not hand out is refused at the handshake
     forged = ok["url"].rsplit("/", 1)[0] + "/" + secrets.token_urlsafe(18)
-    with pytest.raises(websockets.exceptions.InvalidStatus):
+    with pytest.raises(InvalidStatus):
         await websockets.connect(forged, open_timeout=GUARD)
     assert sim.open_sockets == 0
 
