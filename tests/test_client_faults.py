@@ -29,8 +29,8 @@ async def reconnected(rtm, n):
     await until(lambda: rtm.connection_number >= n and rtm.state == "connected", f"connection #{n} up")
 
 
-@pytest.mark.parametrize("fault", ["drop", "goodbye", "close_1000", "close_1011", "close_4000"])
-async def test_reconnects_after_the_socket_ends(sim, fault):
+async def connected_collecting_texts(sim):
+    """A connected client, and the list its handler appends each message's text to."""
     rtm = client_for(sim)
     seen = []
 
@@ -39,6 +39,12 @@ async def test_reconnects_after_the_socket_ends(sim, fault):
         seen.append(event["text"])
 
     await rtm.connect()
+    return rtm, seen
+
+
+@pytest.mark.parametrize("fault", ["drop", "goodbye", "close_1000", "close_1011", "close_4000"])
+async def test_reconnects_after_the_socket_ends(sim, fault):
+    rtm, seen = await connected_collecting_texts(sim)
     if fault == "drop":
         sim.drop_connections()
     elif fault == "goodbye":
@@ -166,14 +172,7 @@ async def test_firehose_burst_on_an_open_socket_is_not_lost(sim):
 
 @pytest.mark.parametrize("kind", ["not_json", "binary", "no_type", "array", "huge", "nested", "bad_utf8"])
 async def test_malformed_frames_become_error_rows_and_the_session_goes_on(sim, kind):
-    rtm = client_for(sim)
-    seen = []
-
-    @rtm.on("message")
-    def on_message(client, event):
-        seen.append(event["text"])
-
-    await rtm.connect()
+    rtm, seen = await connected_collecting_texts(sim)
     sim.send_malformed(kind)
     sim.post_message(human(sim), "general", "still here")
     await until(lambda: "still here" in seen, "the next message")
