@@ -35,6 +35,12 @@ async def wait_until(pred, what):
             await asyncio.sleep(0.005)
 
 
+def dispatch_numbered(reg, count):
+    """Dispatch ``count`` message events carrying ``n`` = 0, 1, 2, ..."""
+    for n in range(count):
+        reg.dispatch("message", {"type": "message", "n": n})
+
+
 def handler_threads():
     return [t for t in threading.enumerate() if t.name.startswith("rtm-handler-")]
 
@@ -56,8 +62,7 @@ async def test_each_handler_sees_events_in_order_sync_and_async():
     reg.add("message", on_async)
     reg.add("*", lambda c, e: got_star.append(e["type"]), name="star")
     reg.start(asyncio.get_running_loop())
-    for n in range(500):
-        reg.dispatch("message", {"type": "message", "n": n})
+    dispatch_numbered(reg, 500)
     reg.dispatch("hello", {"type": "hello"})
     await wait_until(lambda: len(got_sync) == 500 and len(got_async) == 500 and len(got_star) == 501, "all")
     assert got_sync == list(range(500)) and got_async == list(range(500))
@@ -82,8 +87,7 @@ async def test_slow_sync_handler_delays_only_itself():
     reg.add("message", slow)
     reg.add("message", fast)
     reg.start(asyncio.get_running_loop())
-    for n in range(100):
-        reg.dispatch("message", {"type": "message", "n": n})
+    dispatch_numbered(reg, 100)
     # the fast handler finishes everything while the slow one is still stuck on its first event
     await wait_until(lambda: len(fast_got) == 100, "fast handler done")
     assert slow_got == []
@@ -109,8 +113,7 @@ async def test_slow_async_handler_delays_only_itself():
     reg.add("message", slow)
     reg.add("message", fast)
     reg.start(asyncio.get_running_loop())
-    for n in range(50):
-        reg.dispatch("message", {"type": "message", "n": n})
+    dispatch_numbered(reg, 50)
     await wait_until(lambda: len(fast_got) == 50, "fast")
     assert slow_got == []
     gate.set()
@@ -135,8 +138,7 @@ async def test_exceptions_are_counted_reported_and_the_handler_keeps_going():
     reg.add("message", flaky)
     reg.add("message", aflaky)
     reg.start(asyncio.get_running_loop())
-    for n in range(6):
-        reg.dispatch("message", {"type": "message", "n": n})
+    dispatch_numbered(reg, 6)
     await wait_until(lambda: len(errors) == 9, "errors reported")
     h = reg["flaky"]
     assert seen == list(range(6)) and h.calls == 6 and h.errors == 3
@@ -301,8 +303,7 @@ async def test_busy_for_shows_a_call_in_progress_sync_and_async():
     reg.add("message", stuck_async, name="async")
     reg.start(asyncio.get_running_loop())
     assert [s["busy_for"] for s in reg.stats()] == [None, None]
-    for i in range(3):
-        reg.dispatch("message", {"type": "message", "n": i})
+    dispatch_numbered(reg, 3)
     await wait_until(lambda: reg["sync"].queued == 2 and reg["async"].queued == 2, "both inside their first call")
     first = {s["name"]: s["busy_for"] for s in reg.stats()}
     assert first["sync"] > 0 and first["async"] > 0
