@@ -1,13 +1,16 @@
 """EventFrame: every RTM event, recorded once, readable as a pandas DataFrame.
 
 The client calls :meth:`EventFrame.append` for every event it receives and
-every frame it sends; that call is the intake hot path, so it only extracts a
-few fields and appends one tuple to a list. Rows are kept in chunks: when a
-chunk fills up it is converted once into compact columns (pyarrow string
-arrays, numpy numbers) and the Python objects are dropped, so a million
-events cost about the size of their JSON text plus the extracted columns.
-:meth:`EventFrame.to_pandas` builds the DataFrame from the compact chunks
-(strings are shared, not copied) and caches it until a new row arrives.
+every frame it sends; that call is the intake hot path, so it keeps only what
+cannot be derived later: the arrival time and the frame's text (``raw``),
+two list appends, no object per row. Direction and connection change rarely
+and are kept as runs. Rows are kept in chunks: when a chunk fills up its
+times and texts become a numpy array and a pyarrow string array and the
+Python objects are dropped. The other columns are derived from ``raw``
+per chunk, by pyarrow's JSON reader (C++, without the GIL), the first time a
+DataFrame needs them, and kept with the chunk. :meth:`EventFrame.to_pandas`
+builds the DataFrame from the chunks (strings are shared, not copied) and
+caches it until a new row arrives.
 
 Schema (``COLUMNS``, always in this order, always these dtypes):
 
@@ -46,8 +49,16 @@ conversation share ``channel`` and ``user`` whatever the event's shape:
   (``event["message"]["user"]``: ``message_changed``, ``message_replied``).
 * ``text`` and ``thread_ts``: the top-level field, else the wrapped
   ``event["message"]``'s (so an edit shows the new text).
+* ``text`` of an ``error`` event without one, whose ``error`` is an object
+  with a ``msg``: ``"<code>: <msg>"`` (just ``<msg>`` without a ``code``), so
+  the row of a malformed frame says what was wrong with it.
 * Any other non-string value in a string column is stored as its JSON text;
   a ``reply_to`` that is not an integer is ``<NA>`` (``raw`` keeps it).
+
+These columns are derived from ``raw`` when it was given, so ``raw`` must be
+the text the event was decoded from; the exception is an event with an
+``error`` key (or no ``raw``), whose columns are extracted from the event
+itself at append time.
 """
 
 from __future__ import annotations

@@ -418,3 +418,93 @@ def test_any_json_events_are_all_recorded_and_raw_round_trips(events, pass_raw):
             lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
             assert [list(line) for line in lines] == [COLUMNS] * len(events)
             assert [line["raw"] for line in lines] == df["raw"].tolist()
+
+
+def test_error_events_say_why_in_text(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventFrame(record_to=path) as frame:
+        frame.append({"type": "error", "error": {"code": "not_json", "msg": "frame is not valid JSON"},
+                      "raw": "{oops"}, raw="{oops")
+        frame.append({"type": "error", "error": {"msg": "no code here"}})
+        frame.append({"type": "error", "text": "own text wins", "error": {"code": "x", "msg": "y"}})
+        frame.append({"type": "error", "error": "a plain string"})
+        frame.append({"type": "message", "error": {"code": "x", "msg": "not an error event"}})
+    df = frame.to_pandas()
+    assert df["text"].tolist() == ["not_json: frame is not valid JSON", "no code here", "own text wins", pd.NA, pd.NA]
+    assert df["raw"].iloc[0] == "{oops"
+    pdt.assert_frame_equal(EventFrame.read(path).to_pandas(), df)
+
+
+def test_odd_rows_among_many_plain_ones_keep_their_values():
+    frame = EventFrame()
+    n = CHUNK_ROWS + 300
+    odd = {
+        5: ({"type": "error", "error": {"code": "bad_utf8", "msg": "not UTF-8"}}, b"\xff\xfe"),
+        6: ({"type": "error", "error": {"code": "not_json", "msg": "nope"}}, "{not json"),
+        700: ({"type": "channel_created", "channel": {"id": "C77", "name": "x"}}, None),
+        701: ({"type": "team_join", "user": {"id": "U77"}, "reply_to": 1.5}, None),
+        CHUNK_ROWS + 3: ({"type": 7, "text": ["a"], "channel": 3}, None),
+    }
+    for i in range(n):
+        event, raw = odd.get(i, (message(i), None))
+        frame.append(event, orjson.dumps(event).decode() if raw is None else raw,
+                     direction="out" if i % 500 < 3 else "in", connection=i // 1000)
+    df = frame.to_pandas()
+    assert df["text"].iloc[5] == "bad_utf8: not UTF-8" and df["raw"].iloc[5] == "\\xff\\xfe"
+    assert df["text"].iloc[6] == "not_json: nope" and df["raw"].iloc[6] == "{not json"
+    assert (df["channel"].iloc[700], df["user"].iloc[701], df["type"].iloc[701]) == ("C77", "U77", "team_join")
+    assert df["reply_to"].iloc[701] is pd.NA
+    assert (df["type"].iloc[CHUNK_ROWS + 3], df["text"].iloc[CHUNK_ROWS + 3], df["channel"].iloc[CHUNK_ROWS + 3]) == (
+        "7", '["a"]', "3")
+    plain = [i for i in range(n) if i not in odd]
+    assert df["text"].iloc[plain].tolist() == [f"hello {i}" for i in plain]
+    assert df["direction"].tolist() == ["out" if i % 500 < 3 else "in" for i in range(n)]
+    assert df["connection"].tolist() == [i // 1000 for i in range(n)]
+
+
+def test_a_view_of_the_partial_chunk_matches_the_sealed_chunk():
+    frame = EventFrame()
+    fill(frame, 100)
+    frame.append({"type": "channel_created", "channel": {"id": "C5"}}, '{"type":"channel_created","channel":{"id":"C5"}}')
+    early = frame.to_pandas()
+    fill(frame, CHUNK_ROWS, start=101)
+    pdt.assert_frame_equal(frame.to_pandas().iloc[:101], early)
+    assert early["channel"].iloc[100] == "C5"
+
+
+ids = st.text(alphabet="CUDG0123456789", min_size=1, max_size=6)
+int64s = st.integers(-(2**63), 2**63 - 1)  # wider ints do not survive the client's orjson.loads
+odd_scalars = (st.none() | st.booleans() | int64s | st.floats(allow_nan=False, allow_infinity=False)
+               | st.text(max_size=6) | st.lists(int64s, max_size=2))
+id_like = ids | st.fixed_dictionaries({"id": ids | odd_scalars}, optional={"name": st.text(max_size=4)}) | odd_scalars
+shaped_events = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "reaction_added", "channel_created", "team_join", "error"]) | odd_scalars},
+    optional={
+        "subtype": st.sampled_from(["message_changed", "bot_message"]) | odd_scalars,
+        "channel": id_like, "user": id_like, "text": st.text(max_size=12) | odd_scalars,
+        "ts": st.text("0123456789.", max_size=8) | odd_scalars, "thread_ts": st.text(max_size=4) | odd_scalars,
+        "event_ts": st.text(max_size=4) | odd_scalars,
+        "reply_to": int64s | odd_scalars,
+        "item": st.fixed_dictionaries({}, optional={"channel": id_like, "ts": st.text(max_size=4)}) | odd_scalars,
+        "message": st.fixed_dictionaries({}, optional={"user": id_like, "text": st.text(max_size=8) | odd_scalars,
+                                                       "thread_ts": st.text(max_size=4) | odd_scalars,
+                                                       "edited": st.dictionaries(st.text(max_size=3), odd_scalars)})
+        | odd_scalars,
+        "error": st.fixed_dictionaries({}, optional={"code": st.text(max_size=4) | odd_scalars,
+                                                     "msg": st.text(max_size=6) | odd_scalars}) | odd_scalars,
+    },
+)
+EXTRACTED = ["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "reply_to"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(shaped_events, max_size=40), plain=st.integers(0, 60), ascii_json=st.booleans())
+def test_columns_derived_from_raw_equal_those_extracted_from_the_event(events, plain, ascii_json):
+    # Plain messages around the generated events make blocks that pyarrow's
+    # reader takes, so both extraction paths (and the split between them) run.
+    events = [message(i) for i in range(plain)] + events + [message(i) for i in range(plain)]
+    lazy, eager = EventFrame(), EventFrame()
+    for event in events:
+        lazy.append(event, json.dumps(event) if ascii_json else orjson.dumps(event).decode())
+        eager.append(event)  # raw=None: extracted from the event dict at append time
+    pdt.assert_frame_equal(lazy.to_pandas()[EXTRACTED], eager.to_pandas()[EXTRACTED])
