@@ -276,14 +276,21 @@ class WebApi:
         latest = ts_bound(args.str("latest"), "invalid_ts_latest")
         return (oldest if oldest is not None else -1, latest if latest is not None else 1 << 62, args.bool("inclusive"))
 
+    def _cursor_ts(self, args: Args) -> int | None:
+        """Where a ``next_ts`` cursor resumes the listing; None without a cursor."""
+        cursor = args.str("cursor")
+        if cursor is None:
+            return None
+        ts = parse_ts(decode_cursor(cursor, "next_ts"))
+        if ts is None:
+            raise ApiError("invalid_cursor")
+        return ts
+
     def conversations_history(self, caller: str, args: Args):
         conv = self._conv(caller, args)
         oldest, latest, inclusive = self._window(args)
         limit = args.int("limit", 100, lo=1, hi=999)
-        cursor = args.str("cursor")
-        below = parse_ts(decode_cursor(cursor, "next_ts")) if cursor is not None else None
-        if cursor is not None and below is None:
-            raise ApiError("invalid_cursor")
+        below = self._cursor_ts(args)
         picked = []
         for msg in reversed(conv.messages.values()):
             if msg.get("thread_ts", msg["ts"]) != msg["ts"]:
@@ -314,10 +321,7 @@ class WebApi:
         root = conv.messages.get(root_ts, msg)
         oldest, latest, inclusive = self._window(args)
         limit = args.int("limit", 100, lo=1, hi=1000)
-        cursor = args.str("cursor")
-        from_ts = parse_ts(decode_cursor(cursor, "next_ts")) if cursor is not None else None
-        if cursor is not None and from_ts is None:
-            raise ApiError("invalid_cursor")
+        from_ts = self._cursor_ts(args)
         replies = []
         for m in conv.messages.values():
             if m.get("thread_ts") != root_ts or m["ts"] == root_ts:
