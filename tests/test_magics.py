@@ -199,6 +199,14 @@ async def connected(client) -> None:
             await asyncio.sleep(0.01)
 
 
+async def demo_connected(shell: InteractiveShell):
+    """``%rtm_connect`` to a quiet demo workspace; the connected client, names loaded."""
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    return client
+
+
 def human_and_channel(sim) -> tuple[str, str]:
     human = next(u["id"] for u in sim.users if not u["is_bot"])
     channel = next(c["id"] for c in sim.channels if c["is_member"])
@@ -272,9 +280,7 @@ async def test_rtm_handlers_tells_a_stuck_handler_from_an_idle_one(shell, monkey
     from rtm_notebook.notebook import livelog
     from rtm_notebook.notebook.magics import session
 
-    await ok(shell, "%rtm_connect --demo --rate 0")
-    client = shell.user_ns["rtm"]
-    await connected(client)
+    client = await demo_connected(shell)
     release = threading.Event()
     shell.user_ns["_test_release"] = release
     await ok(shell, "def _test_stuck(client, event):\n    _test_release.wait(10)\n"
@@ -304,9 +310,7 @@ async def test_rtm_handlers_tells_a_stuck_handler_from_an_idle_one(shell, monkey
 async def test_handler_errors_reach_its_area_and_the_log(capsys, shell):
     from rtm_notebook.notebook.magics import session
 
-    await ok(shell, "%rtm_connect --demo --rate 0")
-    client = shell.user_ns["rtm"]
-    await connected(client)
+    client = await demo_connected(shell)
     sess = session()
     human, channel = human_and_channel(sess.sim)
     await ok(shell, "%%rtm_on message --name boom\nprint('about to fail')\n1 / 0")
@@ -324,8 +328,7 @@ async def test_handler_errors_reach_its_area_and_the_log(capsys, shell):
 
 
 async def test_usage_errors_with_a_client(shell):
-    await ok(shell, "%rtm_connect --demo --rate 0")
-    await connected(shell.user_ns["rtm"])
+    await demo_connected(shell)
     cases = {
         "%%rtm_on mesage\npass": "Unknown event type 'mesage'. Did you mean 'message'? Type: %%rtm_on message",
         "%%rtm_on message --match (\npass": "is not a valid regular expression",
@@ -369,9 +372,7 @@ async def test_usage_errors_with_a_client(shell):
 async def test_unload_stops_clients_and_removes_handlers(shell):
     from rtm_notebook.notebook import magics
 
-    await ok(shell, "%rtm_connect --demo --rate 0")
-    client = shell.user_ns["rtm"]
-    await connected(client)
+    client = await demo_connected(shell)
     await ok(shell, "%%rtm_on message --name h\npass")
     await ok(shell, "%unload_ext rtm_notebook")
     await asyncio.gather(*list(magics._pending))
@@ -413,9 +414,7 @@ def test_outside_a_kernel_uses_a_background_loop(capsys, shell):
 
 
 async def test_default_name_follows_the_cell_id_when_the_front_end_sends_one(shell):
-    await ok(shell, "%rtm_connect --demo --rate 0")
-    client = shell.user_ns["rtm"]
-    await connected(client)
+    client = await demo_connected(shell)
 
     async def in_cell(cell_id: str, cell: str) -> None:
         result = await shell.run_cell_async(cell, transformed_cell=shell.transform_cell(cell), cell_id=cell_id)
@@ -434,9 +433,7 @@ async def test_default_name_follows_the_cell_id_when_the_front_end_sends_one(she
 async def test_say_in_thread_and_registered_async_function(shell):
     from rtm_notebook.notebook.magics import session
 
-    await ok(shell, "%rtm_connect --demo --rate 0")
-    client = shell.user_ns["rtm"]
-    await connected(client)
+    client = await demo_connected(shell)
     await ok(shell, "%%rtm_on message --match ^thread --name threaded\nawait say('in the thread', thread=True)")
     await ok(shell, "async def shout(client, event):\n    await client.send_message(event['channel'], event['text'].upper())")
     await ok(shell, "%rtm_on message shout --match ^loud")
