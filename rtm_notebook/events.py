@@ -249,20 +249,27 @@ def _columns(rows: list[tuple]) -> list[pa.Array]:
             pa.array(cols[8], type=pa.int64(), memory_pool=_POOL)]
 
 
-def _derive(raw: pa.Array, odd: dict[int, tuple]) -> list[pa.Array]:
-    """The extracted columns of a chunk, from its raw texts.
-
-    ``odd`` holds the rows whose values were extracted at append time (their
-    raw may not be the event's JSON); the others are parsed here.
-    """
+def _clean(raw: pa.Array, odd: dict[int, tuple]) -> pa.Array:
+    """``raw`` with the odd rows (extracted at append time: their raw may not
+    be the event's JSON) replaced by ``{}`` for the JSON reader."""
     if not odd:
-        return _parse(raw)
-    mask = np.zeros(len(raw), dtype=bool)
+        return raw
+    return pc.replace_with_mask(raw, _odd_mask(odd, len(raw)), pa.array(["{}"] * len(odd), _LS), memory_pool=_POOL)
+
+
+def _odd_mask(odd: dict[int, tuple], n: int) -> pa.Array:
+    mask = np.zeros(n, dtype=bool)
     mask[list(odd)] = True
-    mask = pa.array(mask)
-    clean = pc.replace_with_mask(raw, mask, pa.array(["{}"] * len(odd), _LS))
+    return pa.array(mask)
+
+
+def _with_odd(cols: list[pa.Array], odd: dict[int, tuple]) -> list[pa.Array]:
+    """Put the odd rows' values (extracted at append time) into the columns."""
+    if not odd:
+        return cols
+    mask = _odd_mask(odd, len(cols[0]))
     values = _columns([odd[i] for i in sorted(odd)])
-    return [pc.replace_with_mask(col, mask, value, memory_pool=_POOL) for col, value in zip(_parse(clean), values)]
+    return [pc.replace_with_mask(col, mask, value, memory_pool=_POOL) for col, value in zip(cols, values)]
 
 
 def _parse(raw: pa.Array) -> list[pa.Array]:
@@ -288,7 +295,10 @@ def _read_json(raw: pa.Array) -> list[pa.Array]:
                               read_options=pa_json.ReadOptions(use_threads=False, block_size=end - start + 1))
     if table.num_rows != n:  # raw texts that are not one JSON object each
         raise ValueError("row count")
-    col = {name: table.column(name).combine_chunks(memory_pool=_POOL) for name in table.column_names}
+    col = {}
+    for name in table.column_names:
+        column = table.column(name)
+        col[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks(memory_pool=_POOL)
     item, message = col["item"], col["message"]
     col["channel"] = pc.coalesce(col["channel"], pc.struct_field(item, [0]), memory_pool=_POOL)
     for i, name in enumerate(("user", "text", "thread_ts")):
@@ -303,7 +313,7 @@ class _Chunk:
     first time a DataFrame needs them, then kept (:meth:`fields`).
     """
 
-    __slots__ = ("n", "received_us", "direction", "connection", "seq", "raw", "odd", "_fields")
+    __slots__ = ("n", "received_us", "direction", "connection", "seq", "raw", "odd", "_fields", "__weakref__")
 
     def __init__(self, received_at, raw, direction: pa.Array, connection: np.ndarray, seq: np.ndarray,
                  odd: dict[int, tuple] | None = None, fields: list[pa.Array] | None = None) -> None:
@@ -345,7 +355,7 @@ class _Chunk:
         """type .. event_ts (large_string) and reply_to (int64), derived once.
         Two threads may derive at once; both get the same values."""
         if self._fields is None:
-            self._fields = _derive(self.raw, self.odd)
+            self._fields = _with_odd(_parse(_clean(self.raw, self.odd)), self.odd)
         return self._fields
 
 
@@ -358,17 +368,81 @@ def _constant_direction(direction: str, n: int) -> pa.Array:
     return pa.array([direction] * n, type=_LS, memory_pool=_POOL)
 
 
-def _derive_all(chunks: list[_Chunk]) -> None:
-    """Derive the chunks' extracted columns, in parallel: the JSON reader
-    runs without the GIL."""
+# Chunks parsed together: one JSON reader call and a handful of compute
+# calls per batch, each a GIL round trip that may wait a whole switch
+# interval (5 ms) while the intake thread runs Python. Small enough that a
+# batch's shared buffers do not outlive max_rows eviction by much.
+_BATCH = 16
+
+
+def _derive_many(chunks: list[_Chunk]) -> None:
+    """Derive the columns of up to _BATCH chunks with one parse."""
     todo = [c for c in chunks if c._fields is None]
-    workers = min(len(todo), os.cpu_count() or 1)
+    if len(todo) > 1:
+        try:
+            cols = _read_json(pa.concat_arrays([_clean(c.raw, c.odd) for c in todo], memory_pool=_POOL))
+        except (pa.ArrowException, ValueError):
+            pass  # each chunk on its own below, bisecting the ones that fail
+        else:
+            start = 0
+            for c in todo:
+                c._fields = _with_odd([col.slice(start, c.n) for col in cols], c.odd)
+                start += c.n
+    for c in todo:
+        c.fields()
+
+
+class _Deriver:
+    """One background thread that derives sealed chunks' columns ahead of
+    the first to_pandas(), so a million-row DataFrame does not wait for a
+    million JSON parses. The parsing runs in C++ without the GIL, on another
+    core than the intake; a DataFrame built while it lags behind derives
+    the rest itself."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, chunk: _Chunk) -> None:
+        # A weak reference: a chunk evicted (max_rows) or a frame dropped
+        # before its turn is not parsed at all.
+        self._queue.put(weakref.ref(chunk))
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="EventFrame derive", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            refs = [q.get()]
+            while len(refs) < _BATCH and not q.empty():
+                refs.append(q.get())
+            batch = [c for c in (ref() for ref in refs) if c is not None]
+            try:
+                _derive_many(batch)
+            except Exception:  # to_pandas() derives them again and reports the problem
+                pass
+            del batch
+
+
+_deriver = _Deriver()
+
+
+def _derive_all(chunks: list[_Chunk]) -> None:
+    """Derive the chunks' columns not derived yet, in parallel: the JSON
+    reader runs without the GIL."""
+    todo = [c for c in chunks if c._fields is None]
+    batches = [todo[i:i + _BATCH] for i in range(0, len(todo), _BATCH)]
+    workers = min(len(batches), os.cpu_count() or 1)
     if workers > 1:
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="EventFrame derive") as pool:
-            for _ in pool.map(_Chunk.fields, todo):
+            for _ in pool.map(_derive_many, batches):
                 pass
-    elif todo:
-        todo[0].fields()
+    elif batches:
+        _derive_many(batches[0])
 
 
 def _frame(chunks: list[_Chunk]) -> pd.DataFrame:
@@ -660,6 +734,7 @@ class EventFrame:
         with self._lock:
             times, raws, odd, runs, first = self._times, self._raws, self._odd, self._runs, self._first_seq
         chunk = _Chunk.from_runs(times, raws, odd, runs, first)  # the slow part, outside the lock
+        _deriver.submit(chunk)
         with self._lock:
             self._chunks.append(chunk)
             self._chunk_total += chunk.n
