@@ -129,7 +129,7 @@ def _extract(event: dict) -> tuple:
     """Return (type, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to).
 
     The Python form of the extraction rules (module docstring), values as
-    found; :func:`_fields` normalises them. The JSON-reader path in
+    found; :func:`_columns` and :func:`_line` normalise them. The JSON-reader path in
     :func:`_derive` must give the same values: tests compare the two.
     """
     get = event.get
@@ -174,12 +174,6 @@ def _resolve(event: dict, channel: Any, user: Any, text: Any, thread_ts: Any) ->
     return channel, user, text, thread_ts
 
 
-def _fields(event: dict) -> tuple:
-    """The 9 extracted values of an event, normalised as the frame stores them."""
-    values = _extract(event)
-    return (*map(_as_text, values[:8]), _as_reply_to(values[8]))
-
-
 def _fields_of_raw(raw: str) -> tuple:
     """The extracted values of an event known only by its JSON text."""
     try:
@@ -189,7 +183,7 @@ def _fields_of_raw(raw: str) -> tuple:
             event = json.loads(raw)
         except (ValueError, RecursionError):
             return _NO_FIELDS
-    return _fields(event) if isinstance(event, dict) else _NO_FIELDS
+    return _extract(event) if isinstance(event, dict) else _NO_FIELDS
 
 
 def _encode(event: Any) -> bytes:
@@ -243,10 +237,11 @@ def _string_array(values) -> pa.Array:
 
 
 def _columns(rows: list[tuple]) -> list[pa.Array]:
-    """Normalised 9-field tuples as the 8 string arrays and the reply_to array."""
+    """9-field tuples (as _extract returns them) as the 8 string arrays and
+    the reply_to array."""
     cols = list(zip(*rows)) if rows else [()] * 9
-    return [*(pa.array(col, type=_LS, memory_pool=_POOL) for col in cols[:8]),
-            pa.array(cols[8], type=pa.int64(), memory_pool=_POOL)]
+    return [*map(_string_array, cols[:8]),
+            pa.array([_as_reply_to(v) for v in cols[8]], type=pa.int64(), memory_pool=_POOL)]
 
 
 def _clean(raw: pa.Array, odd: dict[int, tuple]) -> pa.Array:
@@ -548,19 +543,27 @@ class _Recorder:
 
 def _line(item: tuple) -> bytes:
     """One appended event as a JSON line: an object with every column, in
-    COLUMNS order (the extracted ones derived here, off the intake thread)."""
+    COLUMNS order, each value as the frame shows it (so read() rebuilds the
+    same frame)."""
     received_at, direction, connection, seq, raw, fields = item
-    if fields is None:
-        fields = _fields_of_raw(raw)
-    record = dict(zip(_LINE_KEYS, (received_at, *fields, direction, connection, seq, raw)))
-    try:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-    except orjson.JSONEncodeError:  # lone surrogates in raw (its columns are already normalised)
-        record["raw"] = _as_text(raw)
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    type_, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to = fields
+    record = {"received_at": received_at, "type": type_, "subtype": subtype, "channel": channel, "user": user,
+              "text": text, "ts": ts, "thread_ts": thread_ts, "event_ts": event_ts, "reply_to": reply_to,
+              "direction": direction, "connection": connection, "seq": seq, "raw": raw}
+    if ({type_.__class__, subtype.__class__, channel.__class__, user.__class__, text.__class__, ts.__class__,
+         thread_ts.__class__, event_ts.__class__} <= _PLAIN and (reply_to is None or reply_to.__class__ is int)):
+        try:
+            return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # lone surrogates, ints past 64 bits
+            pass
+    for name, value in zip(COLUMNS[1:9], fields):
+        record[name] = _as_text(value)
+    record["reply_to"] = _as_reply_to(reply_to)
+    record["raw"] = _as_text(raw)
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-_LINE_KEYS = tuple(COLUMNS)
+_PLAIN = {str, type(None)}
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -706,8 +709,10 @@ class EventFrame:
         times.append(received_at)  # last: to_pandas() reads len(times) rows
         seq = self._first_seq + n
         if self._record is not None:
+            # Each line carries every column, now: the writer thread would
+            # hold the GIL longer parsing raw again than this takes.
             run = self._runs[-1]
-            self._record((received_at, run[1], run[2], seq, raw, self._odd.get(n)))
+            self._record((received_at, run[1], run[2], seq, raw, self._odd.get(n) or _extract(event)))
         return seq
 
     def _switch(self, direction: Any, connection: Any, n: int) -> None:
@@ -725,7 +730,7 @@ class EventFrame:
 
     def _odd_row(self, event: dict, raw: Any, n: int) -> str:
         """Extract now the columns of an event whose raw may not be its JSON."""
-        self._odd[n] = _fields(event)
+        self._odd[n] = _extract(event)
         if raw is None:
             raw = _encode(event)
         return _as_text(raw) if raw.__class__ is not str else raw
