@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import array
 import collections
-import concurrent.futures
 import functools
 import json
 import operator
@@ -367,7 +366,7 @@ def _constant_direction(direction: str, n: int) -> pa.Array:
 # calls per batch, each a GIL round trip that may wait a whole switch
 # interval (5 ms) while the intake thread runs Python. Small enough that a
 # batch's shared buffers do not outlive max_rows eviction by much.
-_BATCH = 16
+_BATCH = 8
 
 
 def _derive_many(chunks: list[_Chunk]) -> None:
@@ -387,57 +386,83 @@ def _derive_many(chunks: list[_Chunk]) -> None:
         c.fields()
 
 
+# Sealed chunks whose columns wait for a DataFrame to need them; older ones
+# are derived in the background. Deriving costs about 2 us of CPU per row
+# whenever it happens: a burst or a frame nobody looks at never pays it, and
+# a first to_pandas() never has more than this many chunks (~260k rows,
+# a few hundred ms) to derive itself.
+_LAZY_CHUNKS = 128
+
+
 class _Deriver:
-    """One background thread that derives sealed chunks' columns ahead of
-    the first to_pandas(), so a million-row DataFrame does not wait for a
-    million JSON parses. The parsing runs in C++ without the GIL, on another
-    core than the intake; a DataFrame built while it lags behind derives
-    the rest itself."""
+    """One background thread that derives the columns of chunks beyond the
+    newest _LAZY_CHUNKS of a frame. The parsing runs in C++ without the
+    GIL, on another core than the intake."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, chunk: _Chunk) -> None:
-        # A weak reference: a chunk evicted (max_rows) or a frame dropped
-        # before its turn is not parsed at all.
-        self._queue.put(weakref.ref(chunk))
+    def submit(self, item: weakref.ref | tuple) -> None:
+        """Derive a chunk, held weakly: one evicted by max_rows, or of a frame
+        dropped, before its turn is not parsed at all."""
+        self._queue.put(item)
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="EventFrame derive", daemon=True)
                     self._thread.start()
 
+    def help(self, batches: list[list[_Chunk]]) -> threading.Event:
+        """Derive these batches now (for a to_pandas() deriving the others);
+        the returned event is set when done."""
+        done = threading.Event()
+        self.submit((batches, done))
+        return done
+
     def _run(self) -> None:
         q = self._queue
         while True:
-            refs = [q.get()]
+            item = q.get()
+            if item.__class__ is tuple:
+                batches, done = item
+                for batch in batches:
+                    self._derive(batch)
+                done.set()
+                continue
+            refs = [item]
             while len(refs) < _BATCH and not q.empty():
-                refs.append(q.get())
-            batch = [c for c in (ref() for ref in refs) if c is not None]
-            try:
-                _derive_many(batch)
-            except Exception:  # to_pandas() derives them again and reports the problem
-                pass
-            del batch
+                item = q.get()
+                if item.__class__ is tuple:
+                    q.put(item)  # after this batch: it only waits a little longer
+                    break
+                refs.append(item)
+            self._derive([c for c in (ref() for ref in refs) if c is not None])
+
+    @staticmethod
+    def _derive(batch: list[_Chunk]) -> None:
+        try:
+            _derive_many(batch)
+        except Exception:  # to_pandas() derives them again and reports the problem
+            pass
 
 
 _deriver = _Deriver()
 
 
 def _derive_all(chunks: list[_Chunk]) -> None:
-    """Derive the chunks' columns not derived yet, in parallel: the JSON
-    reader runs without the GIL."""
+    """Derive the chunks' columns not derived yet, half of them on the
+    background thread: the JSON reader runs without the GIL, so the two
+    halves run in parallel. (Not on a thread pool: each new thread's malloc
+    arena kept ~60 MB of parsing scratch at a million rows.)"""
     todo = [c for c in chunks if c._fields is None]
     batches = [todo[i:i + _BATCH] for i in range(0, len(todo), _BATCH)]
-    workers = min(len(batches), os.cpu_count() or 1)
-    if workers > 1:
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="EventFrame derive") as pool:
-            for _ in pool.map(_derive_many, batches):
-                pass
-    elif batches:
-        _derive_many(batches[0])
+    done = _deriver.help(batches[1::2]) if len(batches) > 1 and (os.cpu_count() or 1) > 1 else None
+    for batch in batches[0::2] if done is not None else batches:
+        _derive_many(batch)
+    if done is not None:
+        done.wait()
 
 
 def _frame(chunks: list[_Chunk]) -> pd.DataFrame:
@@ -645,6 +670,7 @@ class EventFrame:
         self._lock = threading.Lock()
         self._chunks: collections.deque[_Chunk] = collections.deque()
         self._chunk_total = 0      # rows held in self._chunks
+        self._lazy: collections.deque[weakref.ref] = collections.deque()  # newest chunks, maybe not derived
         self._sealed = 0           # rows ever moved into chunks (evicted ones included)
         # The chunk being filled, one plain list per kept value: no object
         # per row. Its seq values are first_seq, first_seq + 1, ...
@@ -739,7 +765,10 @@ class EventFrame:
         with self._lock:
             times, raws, odd, runs, first = self._times, self._raws, self._odd, self._runs, self._first_seq
         chunk = _Chunk.from_runs(times, raws, odd, runs, first)  # the slow part, outside the lock
-        _deriver.submit(chunk)
+        lazy = self._lazy
+        lazy.append(weakref.ref(chunk))
+        if len(lazy) > _LAZY_CHUNKS:
+            _deriver.submit(lazy.popleft())
         with self._lock:
             self._chunks.append(chunk)
             self._chunk_total += chunk.n
