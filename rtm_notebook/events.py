@@ -7,10 +7,12 @@ two list appends, no object per row. Direction and connection change rarely
 and are kept as runs. Rows are kept in chunks: when a chunk fills up its
 times and texts become a numpy array and a pyarrow string array and the
 Python objects are dropped. The other columns are derived from ``raw``
-per chunk, by pyarrow's JSON reader (C++, without the GIL), the first time a
-DataFrame needs them, and kept with the chunk. :meth:`EventFrame.to_pandas`
-builds the DataFrame from the chunks (strings are shared, not copied) and
-caches it until a new row arrives.
+per chunk, by pyarrow's JSON reader (C++, without the GIL), and kept with
+the chunk: the first time a DataFrame needs them, or on a background thread
+once a chunk is more than ~260k rows old, so a burst of events costs the
+intake little and a first DataFrame never waits for more than that many
+rows. :meth:`EventFrame.to_pandas` builds the DataFrame from the chunks
+(strings are shared, not copied) and caches it until a new row arrives.
 
 Schema (``COLUMNS``, always in this order, always these dtypes):
 
@@ -321,7 +323,7 @@ class _Chunk:
         self._fields = fields
 
     @classmethod
-    def from_runs(cls, times: list, raws: list, odd: dict, runs: list, first_seq: int) -> "_Chunk":
+    def from_runs(cls, times: array.array, raws: list, odd: dict, runs: list, first_seq: int) -> "_Chunk":
         """A chunk of appended rows; direction/connection given as runs
         ``(first row, direction, connection)``."""
         n = len(times)
