@@ -508,3 +508,19 @@ def test_columns_derived_from_raw_equal_those_extracted_from_the_event(events, p
         lazy.append(event, json.dumps(event) if ascii_json else orjson.dumps(event).decode())
         eager.append(event)  # raw=None: extracted from the event dict at append time
     pdt.assert_frame_equal(lazy.to_pandas()[EXTRACTED], eager.to_pandas()[EXTRACTED])
+
+
+def test_chunks_derived_in_the_background_match_and_eviction_keeps_up(monkeypatch):
+    from rtm_notebook import events as events_module
+
+    monkeypatch.setattr(events_module, "_LAZY_CHUNKS", 1)  # every chunk but the newest goes to the background
+    frame = EventFrame(max_rows=3 * CHUNK_ROWS)
+    n = 6 * CHUNK_ROWS + 10
+    for i in range(n):
+        event = {"type": "channel_created", "channel": {"id": f"C{i}"}} if i % 1000 == 7 else message(i)
+        frame.append(event, orjson.dumps(event).decode())
+    df = frame.to_pandas()
+    seqs = df["seq"].tolist()
+    assert seqs == list(range(seqs[0], n)) and len(seqs) <= 3 * CHUNK_ROWS
+    assert df["channel"].tolist() == [f"C{s}" if s % 1000 == 7 else "C1" for s in seqs]
+    assert df["text"].tolist() == [pd.NA if s % 1000 == 7 else f"hello {s}" for s in seqs]
