@@ -528,8 +528,10 @@ class _Recorder:
         stop = self._STOP
         while True:
             batch = [q.get()]
+            # Bounded: when the writer lags, one huge join would touch fresh
+            # memory for every line (page faults cost more than the lines).
             try:
-                while True:
+                while len(batch) < 1024:
                     batch.append(q.get_nowait())
             except queue.Empty:
                 pass
