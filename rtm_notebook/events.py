@@ -284,6 +284,8 @@ def _parse(raw: pa.Array) -> list[pa.Array]:
 
 def _read_json(raw: pa.Array) -> list[pa.Array]:
     n = len(raw)
+    if not n:  # no data buffer to read from
+        return _columns([])
     lines = pc.binary_join_element_wise(raw, pa.scalar("", _LS), pa.scalar("\n", _LS), memory_pool=_POOL)
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
     start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
