@@ -465,7 +465,8 @@ def test_odd_rows_among_many_plain_ones_keep_their_values():
 def test_a_view_of_the_partial_chunk_matches_the_sealed_chunk():
     frame = EventFrame()
     fill(frame, 100)
-    frame.append({"type": "channel_created", "channel": {"id": "C5"}}, '{"type":"channel_created","channel":{"id":"C5"}}')
+    created = {"type": "channel_created", "channel": {"id": "C5"}}
+    frame.append(created, orjson.dumps(created).decode())
     early = frame.to_pandas()
     fill(frame, CHUNK_ROWS, start=101)
     pdt.assert_frame_equal(frame.to_pandas().iloc[:101], early)
