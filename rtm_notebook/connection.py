@@ -110,8 +110,9 @@ class Connection:
             async with asyncio.timeout(self._open_timeout):
                 self.ws = await session.ws_connect(
                     self.url,
-                    # The RTM JSON ping below is the keepalive Slack expects;
-                    # a second, protocol-level one would only double the traffic.
+                    # No protocol-level heartbeat: the RTM JSON ping below is the
+                    # keepalive Slack expects, and a second one would only double
+                    # the traffic. autoping still answers the server's pings.
                     autoping=True, heartbeat=None,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
                     max_msg_size=MAX_FRAME_RECEIVED,
@@ -125,17 +126,14 @@ class Connection:
                     ssl=True if self._ssl is None else self._ssl,
                     proxy=self._proxy,
                 )
-        except aiohttp.InvalidURL as exc:
+        except BaseException as exc:
             await session.close()
-            raise ValueError(f"not a WebSocket URL: {exc}") from None
-        except aiohttp.WSServerHandshakeError as exc:
-            await session.close()
-            raise OSError(f"the server refused the WebSocket handshake (HTTP {exc.status})") from None
-        except aiohttp.ClientError as exc:
-            await session.close()
-            raise OSError(f"{type(exc).__name__}: {exc}") from None
-        except BaseException:
-            await session.close()
+            if isinstance(exc, aiohttp.InvalidURL):
+                raise ValueError(f"not a WebSocket URL: {exc}") from None
+            if isinstance(exc, aiohttp.WSServerHandshakeError):
+                raise OSError(f"the server refused the WebSocket handshake (HTTP {exc.status})") from None
+            if isinstance(exc, aiohttp.ClientError):
+                raise OSError(f"{type(exc).__name__}: {exc}") from None
             raise
         self._session = session
 
