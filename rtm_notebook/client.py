@@ -831,13 +831,18 @@ class RTMClient:
         else:
             self._learn_names({"channels": [event.get("channel")]})
 
-    def _emit(self, event: dict, *, dispatch: bool = True) -> None:
-        """Record and dispatch an event the client itself produced."""
+    def _emit(self, event: dict, *, dispatch: bool = True, recorded: dict | None = None) -> None:
+        """Record and dispatch an event the client itself produced.
+
+        ``recorded`` is what the record and the taps get instead of
+        ``event``, when the handlers are owed more than may be kept.
+        """
         t = event["type"]
-        self._append(event, None, connection=self.connection_number, received_at=_time())
+        shown = event if recorded is None else recorded
+        self._append(shown, None, connection=self.connection_number, received_at=_time())
         self.counts[t] += 1
         if self._taps:
-            self._feed_taps(event)
+            self._feed_taps(shown)
         if dispatch:
             self._dispatch(t, event)
             if self._waits:
@@ -852,14 +857,7 @@ class RTMClient:
         team = data.get("team") if isinstance(data.get("team"), dict) else {}
         me = data.get("self") if isinstance(data.get("self"), dict) else {}
         summary = {"type": "open", "connection": self.connection_number, "team": team.get("id"), "user": me.get("id")}
-        self._append(summary, None, connection=self.connection_number, received_at=_time())
-        self.counts["open"] += 1
-        if self._taps:
-            self._feed_taps(summary)
-        event = {**data, "type": "open"}
-        self._dispatch("open", event)
-        if self._waits:
-            self._check_waits("open", event)
+        self._emit({**data, "type": "open"}, recorded=summary)
 
     def _set_state(self, new: str) -> None:
         old = self._state
