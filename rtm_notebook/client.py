@@ -112,11 +112,6 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _not_recorded(event: dict, raw: str | bytes | None = None, **where: Any) -> int:
-    """EventFrame.append's stand-in when the client was made with record=False."""
-    return -1
-
-
 def _backoff(attempt: int) -> float:
     if attempt <= 0:
         return 0.0
@@ -249,7 +244,9 @@ class RTMClient:
         self._loop_arg = loop
 
         self.event_frame = EventFrame(max_rows=max_rows, record_to=record_to)
-        self._append = self.event_frame.append if record else _not_recorded
+        # EventFrame.append without its argument checks: what the client
+        # passes is always valid, and this runs once per frame.
+        self._record = self.event_frame._add if record else None
         self.counts: Counter = Counter()
         self.handlers = HandlerRegistry(self, seed_kwargs=self._seed_kwargs, on_error=self._handler_failed)
         self._dispatch = self.handlers.dispatch
@@ -774,9 +771,10 @@ class RTMClient:
 
     # ------------------------------------------------------------------ intake (hot path)
 
-    def _intake(self, event: dict, raw: str | None) -> None:
+    def _intake(self, event: dict, raw: bytes | str | None) -> None:
         t = event.get("type", "reply")
-        self._append(event, raw, connection=self.connection_number, received_at=_time())
+        if self._record is not None:
+            self._record(event, raw, "in", self.connection_number, _time())
         self.counts[t] += 1
         if t in _CONTROL:
             self._control(t, event)
@@ -839,7 +837,8 @@ class RTMClient:
         """
         t = event["type"]
         shown = event if recorded is None else recorded
-        self._append(shown, None, connection=self.connection_number, received_at=_time())
+        if self._record is not None:
+            self._record(shown, None, "in", self.connection_number, _time())
         self.counts[t] += 1
         if self._taps:
             self._feed_taps(shown)
@@ -874,7 +873,8 @@ class RTMClient:
         self._emit(err, dispatch="handler" not in event)
 
     def _sent(self, message: dict, text: str) -> None:
-        self._append(message, text, direction="out", connection=self.connection_number, received_at=_time())
+        if self._record is not None:
+            self._record(message, text, "out", self.connection_number, _time())
         if self._taps:
             self._feed_taps(message)
 

@@ -7,7 +7,9 @@ and aborts it when a ping goes unanswered. Everything else (reconnecting,
 recording, dispatching, pacing the outbox) is the client's job.
 
 The read loop is the hot path: per frame it does one ``receive``, one
-``orjson.loads`` of the frame's bytes and one call to ``intake``.
+``orjson.loads`` of the frame's bytes and one call to ``intake``. The bytes
+are not decoded to str: orjson reads UTF-8 (and refuses what is not), and
+the recording keeps the bytes as they are.
 
 Why aiohttp and not ``websockets`` here: on the simulated workspace's
 firehose (2-core machine, sim in another process) a bare receive loop over
@@ -55,7 +57,8 @@ class Connection:
     """A single WebSocket connection to an RTM URL.
 
     ``intake(event, raw)`` is called on the loop for every frame received
-    (``raw`` is the frame's text). ``on_sent(message, text)`` is called for
+    (``raw`` is the frame's UTF-8 bytes; for a frame that is not an event,
+    the text of the ``error`` event it became, as str). ``on_sent(message, text)`` is called for
     every frame written, so the client can record it. ``number`` is the
     client's connection count, for the record.
     """
@@ -65,7 +68,7 @@ class Connection:
         url: str,
         *,
         number: int,
-        intake: Callable[[dict, str], None],
+        intake: Callable[[dict, bytes | str], None],
         on_sent: Callable[[dict, str], None],
         ping_interval: float,
         pong_timeout: float,
@@ -177,16 +180,14 @@ class Connection:
             self.frames += 1
             try:
                 event = loads(data)
-                raw = data.decode()
-            except (UnicodeDecodeError, bad_json):
+            except bad_json:  # not JSON, or not UTF-8
+                event = None
+            if event.__class__ is not dict or ("type" not in event and "reply_to" not in event):
                 event = decode(data)
-                raw = event["raw"]
-            else:
-                if event.__class__ is not dict or ("type" not in event and "reply_to" not in event):
-                    event = decode(raw)
+                data = event["raw"]
             if "reply_to" in event:
                 reply(event)
-            intake(event, raw)
+            intake(event, data)
 
     def _ended(self, msg: aiohttp.WSMessage) -> None:
         """Say why the socket ended, from the message that ended the read loop."""

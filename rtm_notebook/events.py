@@ -1,10 +1,11 @@
 """EventFrame: every RTM event, recorded once, readable as a pandas DataFrame.
 
-The client calls :meth:`EventFrame.append` for every event it receives and
-every frame it sends; that call is the intake hot path, so it keeps only what
-cannot be derived later: the arrival time and the frame's text (``raw``),
-two list appends, no object per row. Direction and connection change rarely
-and are kept as runs. Rows are kept in chunks: when a chunk fills up its
+The client records every event it receives and every frame it sends (through
+``_add``, :meth:`EventFrame.append` without the argument checks); that call is
+the intake hot path, so it keeps only what cannot be derived later: the
+arrival time and the frame's text (``raw``: the received bytes, copied to
+the end of the chunk's buffer), a copy and two list appends. Direction and
+connection change rarely and are kept as runs. Rows are kept in chunks: when a chunk fills up its
 times and texts become a numpy array and a pyarrow string array and the
 Python objects are dropped. The other columns are derived from ``raw``
 per chunk, by pyarrow's JSON reader (C++, without the GIL), and kept with
@@ -65,7 +66,6 @@ itself at append time.
 
 from __future__ import annotations
 
-import array
 import collections
 import functools
 import json
@@ -237,6 +237,16 @@ def _string_array(values) -> pa.Array:
         return pa.array([_as_text(v) for v in values], type=_LS, memory_pool=_POOL)
 
 
+def _texts(data: bytes | bytearray, ends: list[int]) -> pa.Array:
+    """A string array over UTF-8 texts laid end to end in ``data``: text i
+    ends at ``ends[i]``. No copy: the array holds ``data``, which must not
+    change again."""
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends
+    return pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
 def _columns(rows: list[tuple]) -> list[pa.Array]:
     """9-field tuples (as _extract returns them) as the 8 string arrays and
     the reply_to array."""
@@ -313,11 +323,11 @@ class _Chunk:
 
     __slots__ = ("n", "received_us", "direction", "connection", "seq", "raw", "odd", "_fields", "__weakref__")
 
-    def __init__(self, received_at, raw, direction: pa.Array, connection: np.ndarray, seq: np.ndarray,
+    def __init__(self, received_at, raw: pa.Array, direction: pa.Array, connection: np.ndarray, seq: np.ndarray,
                  odd: dict[int, tuple] | None = None, fields: list[pa.Array] | None = None) -> None:
         self.n = len(seq)
         self.received_us = np.rint(np.asarray(received_at, dtype=np.float64) * 1e6).astype(np.int64)
-        self.raw = _string_array(raw)
+        self.raw = raw
         self.direction = direction
         self.connection = connection
         self.seq = seq
@@ -325,9 +335,11 @@ class _Chunk:
         self._fields = fields
 
     @classmethod
-    def from_runs(cls, times: array.array, raws: list, odd: dict, runs: list, first_seq: int) -> "_Chunk":
-        """A chunk of appended rows; direction/connection given as runs
-        ``(first row, direction, connection)``."""
+    def from_runs(cls, times: list[float], raws: bytes | bytearray, ends: list[int], odd: dict, runs: list,
+                  first_seq: int) -> "_Chunk":
+        """A chunk of appended rows, raw texts as _texts takes them;
+        direction/connection given as runs ``(first row, direction,
+        connection)``."""
         n = len(times)
         if len(runs) == 1:  # the usual case: one socket, one direction
             direction = _constant_direction(runs[0][1], n)
@@ -338,7 +350,7 @@ class _Chunk:
             codes = np.repeat(np.array([run[1] == "out" for run in runs], dtype=np.int8), lengths)
             direction = _DIRECTIONS.take(pa.array(codes))
         seq = np.arange(first_seq, first_seq + n, dtype=np.int64)
-        return cls(times, raws, direction, connection, seq, odd)
+        return cls(times, _texts(raws, ends), direction, connection, seq, odd)
 
     @classmethod
     def from_rows(cls, rows: list[tuple]) -> "_Chunk":
@@ -346,8 +358,8 @@ class _Chunk:
         cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
         fields = [_string_array(cols[i]) for i in range(1, 9)]
         fields.append(pa.array([_as_reply_to(v) for v in cols[_REPLY_TO]], type=pa.int64(), memory_pool=_POOL))
-        return cls(cols[_RECEIVED_AT], cols[_RAW], pa.array(cols[_DIRECTION], type=_LS, memory_pool=_POOL),
-                   np.array(cols[_CONNECTION], dtype=np.int64), np.array(cols[_SEQ], dtype=np.int64), fields=fields)
+        return cls(cols[_RECEIVED_AT], _string_array(cols[_RAW]),
+                   pa.array(cols[_DIRECTION], type=_LS, memory_pool=_POOL), np.array(cols[_CONNECTION], dtype=np.int64), np.array(cols[_SEQ], dtype=np.int64), fields=fields)
 
     def fields(self) -> list[pa.Array]:
         """type .. event_ts (large_string) and reply_to (int64), derived once.
@@ -577,6 +589,8 @@ def _line(item: tuple) -> bytes:
     COLUMNS order, each value as the frame shows it (so read() rebuilds the
     same frame)."""
     received_at, direction, connection, seq, raw, fields = item
+    if raw.__class__ is bytes:  # a frame as received
+        raw = raw.decode("utf-8", "backslashreplace")
     type_, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to = fields
     record = {"received_at": received_at, "type": type_, "subtype": subtype, "channel": channel, "user": user,
               "text": text, "ts": ts, "thread_ts": thread_ts, "event_ts": event_ts, "reply_to": reply_to,
@@ -678,10 +692,14 @@ class EventFrame:
         self._chunk_total = 0      # rows held in self._chunks
         self._lazy: collections.deque[weakref.ref] = collections.deque()  # newest chunks, maybe not derived
         self._sealed = 0           # rows ever moved into chunks (evicted ones included)
-        # The chunk being filled, one plain list per kept value: no object
-        # per row. Its seq values are first_seq, first_seq + 1, ...
-        self._times = array.array("d")     # received_at; no float object kept per row
-        self._raws: list[str] = []
+        # The chunk being filled. Its seq values are first_seq, first_seq + 1, ...
+        self._times: list[float] = []       # received_at
+        # The raw texts as UTF-8, end to end; row i's ends at _ends[i]. A
+        # frame is copied in while it is in the CPU's cache, and its bytes
+        # object is freed at once: kept until the chunk is sealed, 2,048
+        # frames scattered over the heap took 3-4x longer to gather.
+        self._raws = bytearray()
+        self._ends: list[int] = []
         self._odd: dict[int, tuple] = {}    # row -> fields extracted at append time
         self._runs: list[tuple] = []        # (first row, direction, connection)
         self._first_seq = 0
@@ -705,72 +723,91 @@ class EventFrame:
                connection: int = 0, received_at: float | None = None) -> int:
         """Record one event and return its ``seq``.
 
-        ``raw`` is the text ``event`` was decoded from (pass it: it saves
-        encoding the event again, and the extracted columns are derived from
-        it when the DataFrame is first built). When None the event is
-        encoded with orjson. For an event with an ``error`` key it may be
-        any text (an error event about a malformed frame): it is kept as is,
-        and the columns come from ``event``; bytes are decoded as UTF-8,
-        undecodable bytes kept as ``\\x..`` escapes. ``received_at`` is
-        ``time.time()`` seconds, now when None.
+        ``raw`` is the JSON text ``event`` was decoded from, as str or as
+        UTF-8 bytes (pass it: it saves encoding the event again, and the
+        extracted columns are derived from it when the DataFrame is first
+        built). When None the event is encoded with orjson. For an event
+        with an ``error`` key it may be any text (an error event about a
+        malformed frame): it is kept as is, and the columns come from
+        ``event``. Bytes that are not UTF-8 are kept with ``\\x..``
+        escapes. ``received_at`` is ``time.time()`` seconds, now when None.
 
         Raises TypeError/ValueError, recording nothing, when ``event`` is
         not a dict, ``direction`` is not "in"/"out", or ``connection`` or
         ``received_at`` is not a number of the right kind.
         """
-        # The intake hot path: a few checks and two list appends. Anything
-        # that can be derived from raw later is (see _Chunk.fields).
-        if event.__class__ is not dict and not isinstance(event, dict):
+        if not isinstance(event, dict):
             raise TypeError(f"EventFrame.append needs the event as a dict, got {type(event).__name__}; "
                             "pass the undecodable text as raw= with an error event dict")
+        if direction != "in" and direction != "out":
+            raise ValueError(f'direction must be "in" or "out", got {direction!r}')
+        if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
+            connection = _connection_number(connection)
         if received_at is None:
             received_at = time.time()
         elif received_at.__class__ is not float or not -1e11 < received_at < 1e11:
             received_at = _seconds(received_at)
-        times = self._times
-        n = len(times)
+        if raw.__class__ is bytes:
+            try:
+                raw.decode()  # _add takes bytes to be UTF-8 JSON text, like a decoded frame's
+            except UnicodeDecodeError:
+                raw = bytearray(raw)  # any other raw: kept escaped, the columns extracted from event
+        return self._add(event, raw, "in" if direction == "in" else "out", connection, received_at)
+
+    def _add(self, event: dict, raw: bytes | str | None, direction: str, connection: int,
+             received_at: float) -> int:
+        """append() for arguments known to be valid, raw bytes known to be
+        UTF-8 (a frame orjson decoded). The client calls this for every
+        frame, so it is a few checks, a copy and two list appends. Anything
+        that can be derived from raw later is (see _Chunk.fields)."""
+        ends = self._ends
+        n = len(ends)
         if n >= self._chunk_rows:
             self._seal()
-            times = self._times
+            ends = self._ends
             n = 0
         if direction is not self._direction or connection is not self._connection:
             self._switch(direction, connection, n)
-        if raw.__class__ is not str or "error" in event:
+        if raw.__class__ is not bytes or "error" in event:
             raw = self._odd_row(event, raw, n)
-        self._raws.append(raw)
-        times.append(received_at)  # last: to_pandas() reads len(times) rows
+        raws = self._raws
+        raws += raw
+        ends.append(len(raws))
+        self._times.append(received_at)  # last: to_pandas() reads len(times) rows
         seq = self._first_seq + n
         if self._record is not None:
             # Each line carries every column, now: the writer thread would
             # hold the GIL longer parsing raw again than this takes.
-            run = self._runs[-1]
-            self._record((received_at, run[1], run[2], seq, raw, self._odd.get(n) or _extract(event)))
+            self._record((received_at, direction, connection, seq, raw, self._odd.get(n) or _extract(event)))
         return seq
 
-    def _switch(self, direction: Any, connection: Any, n: int) -> None:
-        """Validate a direction/connection not seen just before; start a run
-        when their values changed."""
-        if direction != "in" and direction != "out":
-            raise ValueError(f'direction must be "in" or "out", got {direction!r}')
-        number = connection
-        if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
-            number = _connection_number(connection)
+    def _switch(self, direction: str, connection: int, n: int) -> None:
+        """Start a run of rows when direction or connection changed."""
         runs = self._runs
-        if not runs or runs[-1][1] != direction or runs[-1][2] != number:
-            runs.append((n, "in" if direction == "in" else "out", number))
+        if not runs or runs[-1][1] != direction or runs[-1][2] != connection:
+            runs.append((n, direction, connection))
         self._direction, self._connection = direction, connection
 
-    def _odd_row(self, event: dict, raw: Any, n: int) -> str:
-        """Extract now the columns of an event whose raw may not be its JSON."""
+    def _odd_row(self, event: dict, raw: Any, n: int) -> bytes:
+        """raw as UTF-8 bytes, for a row that is not a frame as received.
+        Unless raw is the event's JSON as str, the columns are extracted
+        from the event now (an error event's raw is the malformed frame; an
+        event without raw is encoded)."""
+        if raw.__class__ is str and "error" not in event:
+            try:
+                return raw.encode()
+            except UnicodeEncodeError:  # lone surrogates: what is kept is not quite that JSON
+                pass
         self._odd[n] = _extract(event)
         if raw is None:
             raw = _encode(event)
-        return _as_text(raw) if raw.__class__ is not str else raw
+        return _as_text(raw).encode()
 
     def _seal(self) -> None:
         with self._lock:
-            times, raws, odd, runs, first = self._times, self._raws, self._odd, self._runs, self._first_seq
-        chunk = _Chunk.from_runs(times, raws, odd, runs, first)  # the slow part, outside the lock
+            times, raws, ends, odd, runs, first = (self._times, self._raws, self._ends, self._odd, self._runs,
+                                                   self._first_seq)
+        chunk = _Chunk.from_runs(times, raws, ends, odd, runs, first)  # the slow part, outside the lock
         lazy = self._lazy
         lazy.append(weakref.ref(chunk))
         if len(lazy) > _LAZY_CHUNKS:
@@ -779,7 +816,7 @@ class EventFrame:
             self._chunks.append(chunk)
             self._chunk_total += chunk.n
             self._sealed += chunk.n
-            self._times, self._raws, self._odd = array.array("d"), [], {}
+            self._times, self._raws, self._ends, self._odd = [], bytearray(), [], {}
             self._runs = [(0, *runs[-1][1:])]
             self._first_seq = first + chunk.n
             if self.max_rows is not None:
@@ -808,13 +845,16 @@ class EventFrame:
             if self._cache is not None and key == self._cache_key:
                 return self._cache
             chunks = list(self._chunks)
-            raws, odd, runs, first = self._raws, self._odd.copy(), self._runs[:], self._first_seq
-        # The partial chunk's lists only grow, and are replaced (not cleared)
-        # on a seal, so their first n rows are stable without the lock.
+            raws, ends, odd, runs, first = self._raws, self._ends, self._odd.copy(), self._runs[:], self._first_seq
+        # The partial chunk's lists and buffer only grow, and are replaced
+        # (not cleared) on a seal, so their first n rows are stable without
+        # the lock.
         if n:
+            ends = ends[:n]
             odd = {i: fields for i, fields in odd.items() if i < n}
             runs = [run for run in runs if run[0] < n]
-            chunks.append(_Chunk.from_runs(times[:n], raws[:n], odd, runs, first))
+            # A copy: the appending thread may be growing the buffer.
+            chunks.append(_Chunk.from_runs(times[:n], raws[:ends[-1]], ends, odd, runs, first))
         df = _frame(chunks)
         with self._lock:
             if key > self._cache_key:

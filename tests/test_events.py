@@ -175,6 +175,25 @@ def test_error_event_with_raw_text_that_is_not_json_is_recorded(tmp_path):
     pdt.assert_frame_equal(EventFrame.read(path).to_pandas(), df)
 
 
+def test_frames_recorded_as_bytes_keep_their_exact_text_across_chunks():
+    # The client records each frame's bytes as received; non-ASCII text
+    # must come back exactly, sealed or not, and bytes that are not UTF-8
+    # are kept escaped with the columns taken from the event.
+    frame = EventFrame()
+    n = CHUNK_ROWS + 5
+    texts = [f"héllo {i} 👋" if i % 3 else f"hello {i}" for i in range(n)]
+    raws = [orjson.dumps({**message(i), "text": texts[i]}) for i in range(n)]
+    for i, raw in enumerate(raws):
+        frame.append(orjson.loads(raw), raw)
+    frame.append(message(n), b'{"type":"message","text":"\xff"}')  # not UTF-8
+    frame.append({**message(n + 1), "text": "\ud800"}, '{"type":"message","text":"\ud800"}')  # lone surrogate
+    df = frame.to_pandas()
+    assert df["raw"].iloc[:n].tolist() == [raw.decode() for raw in raws]
+    assert df["text"].iloc[:n].tolist() == texts
+    assert df["raw"].iloc[n] == '{"type":"message","text":"\\xff"}' and df["text"].iloc[n] == f"hello {n}"
+    assert df["type"].iloc[n + 1] == "message" and df["raw"].iloc[n + 1] == '{"type":"message","text":"\\ud800"}'
+
+
 def test_bad_input_raises_a_clear_error_and_records_nothing():
     frame = EventFrame()
     with pytest.raises(TypeError, match="event as a dict"):
@@ -506,7 +525,8 @@ def test_columns_derived_from_raw_equal_those_extracted_from_the_event(events, p
     events = [message(i) for i in range(plain)] + events + [message(i) for i in range(plain)]
     lazy, eager = EventFrame(), EventFrame()
     for event in events:
-        lazy.append(event, json.dumps(event) if ascii_json else orjson.dumps(event).decode())
+        # bytes, as the client passes a frame: its columns are derived from it later
+        lazy.append(event, json.dumps(event).encode() if ascii_json else orjson.dumps(event))
         eager.append(event)  # raw=None: extracted from the event dict at append time
     pdt.assert_frame_equal(lazy.to_pandas()[EXTRACTED], eager.to_pandas()[EXTRACTED])
 
