@@ -38,6 +38,12 @@ Targets: (d) ≥ 0.8× (a), aim > (a) (issue 3); (d)/(c) ≥ 0.9 (issue 4);
 (d) beats (f) and (g) in events delivered per second and in events
 delivered.
 
+Rounds (default 5) run every peer once each, in alternating order. The
+table shows each peer's best round. The recording overhead, a 10% effect
+on a machine whose speed moves by more than that from second to second,
+is judged on the median of the rounds' own (d)/(c) ratios when there are
+three rounds or more: the two runs of a round are seconds apart.
+
 The machine is shared, so wall-clock events/s move with whatever else
 runs. "client" and "sim" are each process's CPU time over the peer's
 measured window divided by the window (100% = one core). "per CPU-s" is
@@ -471,7 +477,15 @@ def latency_table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def verdicts(tp: dict[str, dict], lat: dict[str, dict]) -> tuple[list[str], dict]:
+def paired_ratios(runs: dict[str, list[dict]], x: str, y: str) -> list[float]:
+    """Per-round ratios (x)/(y), events per CPU-second: the two runs of a
+    round were taken a few seconds apart, so a slow spell of the machine
+    tends to hit both."""
+    return [rx["per_cpu"] / ry["per_cpu"] for rx, ry in zip(runs.get(x, []), runs.get(y, []))
+            if rx.get("per_cpu") and ry.get("per_cpu")]
+
+
+def verdicts(tp: dict[str, dict], lat: dict[str, dict], runs: dict[str, list[dict]]) -> tuple[list[str], dict]:
     cpu = {k: r.get("per_cpu") for k, r in tp.items()}
     wall = {k: r.get("rate") for k, r in tp.items()}
     got = {k: r.get("unique") for k, r in tp.items()}
@@ -490,7 +504,19 @@ def verdicts(tp: dict[str, dict], lat: dict[str, dict]) -> tuple[list[str], dict
 
     check("d_vs_a_0.8", "d", "a", 0.8, "(d) recording on >= 0.8x (a)")
     check("d_beats_a", "d", "a", 1.0, "aim: (d) > (a) outright")
-    check("d_vs_c_0.9", "d", "c", 0.9, "recording overhead: (d)/(c) >= 0.9")
+    pairs = paired_ratios(runs, "d", "c")
+    if len(pairs) >= 3:
+        # Best-of-rounds lets one lucky round of either side decide; the
+        # median of the rounds' own ratios says what a typical round did.
+        ratio = statistics.median(pairs)
+        summary["d_vs_c_0.9"] = ok = ratio >= 0.9
+        summary["d_vs_c_paired"] = round(ratio, 3)
+        lines.append(f"  [{'MET ' if ok else 'MISS'}] recording overhead: (d)/(c) >= 0.9: {ratio:.2f}, the median "
+                     f"of the {len(pairs)} rounds' ratios per CPU-second "
+                     f"({', '.join(f'{p:.2f}' for p in pairs)}; best rounds "
+                     f"{cpu['d'] / cpu['c']:.2f})")
+    else:
+        check("d_vs_c_0.9", "d", "c", 0.9, "recording overhead: (d)/(c) >= 0.9")
     for peer in ("f", "g"):
         if got.get("d") is not None and got.get(peer) is not None:
             check(f"d_beats_{peer}_speed", "d", peer, 1.0, f"(d) faster than ({peer})")
@@ -510,7 +536,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="events in the burst after hello")
     parser.add_argument("--latency-seconds", type=float, default=3.0, help="length of each latency run")
     parser.add_argument("--peers", default="".join(PEERS), help="which peers to run, e.g. acd (default: all)")
-    parser.add_argument("--rounds", type=int, default=2, help="throughput runs per peer; the best one is shown")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="throughput runs per peer; the best one is shown (with 3 or more, the recording "
+                             "overhead is judged on the median of the rounds' (d)/(c) ratios)")
     args = parser.parse_args()
     peers = [p for p in PEERS if p in args.peers]
     if args.events < 1 or args.rounds < 1 or not peers:
@@ -526,9 +554,10 @@ def main() -> None:
           f"slack_sdk {slack_sdk.version.__version__}", flush=True)
     runs: dict[str, list[dict]] = {peer: [] for peer in peers}
     # Rounds go through every peer in turn, so a burst of load from elsewhere
-    # on the machine hurts one run of a peer, not all of them.
+    # on the machine hurts one run of a peer, not all of them; every other
+    # round in reverse order, so no peer always runs right after another.
     for round_no in range(args.rounds):
-        for peer in peers:
+        for peer in peers if round_no % 2 == 0 else peers[::-1]:
             runs[peer].append(_rates(measure(peer, events=args.events)))
             print(f"  round {round_no + 1}, {peer}: done", flush=True, file=sys.stderr)
     tp = {peer: max(rs, key=_goodness) for peer, rs in runs.items()}
@@ -540,17 +569,9 @@ def main() -> None:
     print("\n".join(throughput_table(tp, runs, args.events)))
     print()
     print("\n".join(latency_table(lat)))
-    lines, summary = verdicts(tp, lat)
+    lines, summary = verdicts(tp, lat, runs)
     print("\nTargets:")
     print("\n".join(lines))
-    if args.rounds > 2 and runs.get("c") and runs.get("d"):
-        # Best-of-rounds lets one lucky round of either side decide a ratio;
-        # the medians say what a typical round did.
-        med = {k: statistics.median(r.get("per_cpu") or 0.0 for r in runs[k]) for k in ("c", "d")}
-        if med["c"]:
-            summary["d_vs_c_median"] = round(med["d"] / med["c"], 3)
-            print(f"  (recording overhead on the medians of {args.rounds} rounds: (d)/(c) = "
-                  f"{med['d']:,.0f} / {med['c']:,.0f} = {med['d'] / med['c']:.2f} per CPU-second)")
     print(f"\n(whole run {time.monotonic() - started:.0f} s; load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
     print(json.dumps({"events_per_s": {k: round(r.get("rate", 0)) for k, r in tp.items()},
