@@ -681,6 +681,7 @@ class RTMClient:
                     data["url"], number=self.connection_number, intake=self._intake, on_sent=self._sent,
                     ping_interval=self.ping_interval, pong_timeout=self.ping_interval,
                     open_timeout=self.timeout, ssl=self.ssl, proxy=self.proxy,
+                    lane=self.event_frame._lane(self.connection_number) if self._record is not None else None,
                 )
                 try:
                     await conn.open()
@@ -772,8 +773,9 @@ class RTMClient:
     # ------------------------------------------------------------------ intake (hot path)
 
     def _intake(self, event: dict, raw: bytes | str | None) -> None:
+        """One received event; ``raw`` None: the connection recorded it."""
         t = event.get("type", "reply")
-        if self._record is not None:
+        if raw is not None and self._record is not None:
             self._record(event, raw, "in", self.connection_number, _time())
         self.counts[t] += 1
         if t in _CONTROL:

@@ -3,8 +3,8 @@
 The client records every event it receives and every frame it sends (through
 ``_add``, :meth:`EventFrame.append` without the argument checks); that call is
 the intake hot path, so it keeps only what cannot be derived later: the
-arrival time and the frame's text (``raw``: the received bytes, copied to
-the end of the chunk's buffer), a copy and two list appends. Direction and
+arrival time and the frame's text (``raw``: the received bytes, written to
+the chunk's buffer), a write and two list appends. Direction and
 connection change rarely and are kept as runs. Rows are kept in chunks: when a chunk fills up its
 times and texts become a numpy array and a pyarrow string array and the
 Python objects are dropped. The other columns are derived from ``raw``
@@ -66,8 +66,10 @@ itself at append time.
 
 from __future__ import annotations
 
+import array
 import collections
 import functools
+import io
 import json
 import operator
 import os
@@ -119,6 +121,7 @@ _PARSE_OPTIONS = pa_json.ParseOptions(
         *[(name, _LS) for name in COLUMNS[1:9]], ("reply_to", pa.int64()),
         ("item", pa.struct([("channel", _LS)])),
         ("message", pa.struct([("user", _LS), ("text", _LS), ("thread_ts", _LS)])),
+        ("error", pa.struct([("code", _LS), ("msg", _LS)])),
     ]),
     unexpected_field_behavior="ignore")
 # A failing block is split in halves until it parses; blocks this small go
@@ -237,14 +240,13 @@ def _string_array(values) -> pa.Array:
         return pa.array([_as_text(v) for v in values], type=_LS, memory_pool=_POOL)
 
 
-def _texts(data: bytes | bytearray, ends: list[int]) -> pa.Array:
-    """A string array over UTF-8 texts laid end to end in ``data``: text i
-    ends at ``ends[i]``. No copy: the array holds ``data``, which must not
-    change again."""
-    offsets = np.empty(len(ends) + 1, dtype=np.int64)
-    offsets[0] = 0
-    offsets[1:] = ends
-    return pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
+def _texts(data: bytes, lengths: list[int]) -> pa.Array:
+    """A string array over UTF-8 texts laid end to end in ``data``; text i
+    is ``lengths[i]`` bytes long. No copy: the array holds ``data``."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    # array.array: fewer instructions per row than numpy's conversion of a list
+    np.cumsum(np.frombuffer(array.array("q", lengths), dtype=np.int64), out=offsets[1:])
+    return pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _columns(rows: list[tuple]) -> list[pa.Array]:
@@ -307,10 +309,15 @@ def _read_json(raw: pa.Array) -> list[pa.Array]:
     for name in table.column_names:
         column = table.column(name)
         col[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks(memory_pool=_POOL)
-    item, message = col["item"], col["message"]
+    item, message, error = col["item"], col["message"], col["error"]
     col["channel"] = pc.coalesce(col["channel"], pc.struct_field(item, [0]), memory_pool=_POOL)
     for i, name in enumerate(("user", "text", "thread_ts")):
         col[name] = pc.coalesce(col[name], pc.struct_field(message, [i]), memory_pool=_POOL)
+    # An error event without text says "<code>: <msg>" (or just <msg>).
+    code, msg = pc.struct_field(error, [0]), pc.struct_field(error, [1])
+    said = pc.coalesce(pc.binary_join_element_wise(code, msg, pa.scalar(": ", _LS)), msg)
+    is_error = pc.fill_null(pc.equal(col["type"], pa.scalar("error", _LS)), False)
+    col["text"] = pc.coalesce(col["text"], pc.if_else(is_error, said, pa.nulls(n, _LS)), memory_pool=_POOL)
     return [col[name] for name in COLUMNS[1:10]]
 
 
@@ -326,7 +333,7 @@ class _Chunk:
     def __init__(self, received_at, raw: pa.Array, direction: pa.Array, connection: np.ndarray, seq: np.ndarray,
                  odd: dict[int, tuple] | None = None, fields: list[pa.Array] | None = None) -> None:
         self.n = len(seq)
-        self.received_us = np.rint(np.asarray(received_at, dtype=np.float64) * 1e6).astype(np.int64)
+        self.received_us = np.rint(np.fromiter(received_at, np.float64, self.n) * 1e6).astype(np.int64)
         self.raw = raw
         self.direction = direction
         self.connection = connection
@@ -335,7 +342,7 @@ class _Chunk:
         self._fields = fields
 
     @classmethod
-    def from_runs(cls, times: list[float], raws: bytes | bytearray, ends: list[int], odd: dict, runs: list,
+    def from_runs(cls, times: list[float], raws: bytes, lengths: list[int], odd: dict, runs: list,
                   first_seq: int) -> "_Chunk":
         """A chunk of appended rows, raw texts as _texts takes them;
         direction/connection given as runs ``(first row, direction,
@@ -345,12 +352,12 @@ class _Chunk:
             direction = _constant_direction(runs[0][1], n)
             connection = np.full(n, runs[0][2], dtype=np.int64)
         else:
-            lengths = np.diff(np.array([run[0] for run in runs] + [n], dtype=np.int64))
-            connection = np.repeat(np.array([run[2] for run in runs], dtype=np.int64), lengths)
-            codes = np.repeat(np.array([run[1] == "out" for run in runs], dtype=np.int8), lengths)
+            spans = np.diff(np.array([run[0] for run in runs] + [n], dtype=np.int64))
+            connection = np.repeat(np.array([run[2] for run in runs], dtype=np.int64), spans)
+            codes = np.repeat(np.array([run[1] == "out" for run in runs], dtype=np.int8), spans)
             direction = _DIRECTIONS.take(pa.array(codes))
         seq = np.arange(first_seq, first_seq + n, dtype=np.int64)
-        return cls(times, _texts(raws, ends), direction, connection, seq, odd)
+        return cls(times, _texts(raws, lengths), direction, connection, seq, odd)
 
     @classmethod
     def from_rows(cls, rows: list[tuple]) -> "_Chunk":
@@ -660,6 +667,20 @@ def _parse_line(line: bytes) -> tuple | None:
     return row if received_at.__class__ is float else (float(received_at), *row[1:])
 
 
+class _Lane:
+    """An EventFrame's open chunk, for a connection to append received
+    frames to: ``lengths.append(raws.write(frame))``,
+    ``times.append(time.time())``, then ``seal()`` once ``len(times)``
+    reaches ``limit``. The frames must be UTF-8 JSON event objects (what
+    orjson decoded); anything else goes through ``EventFrame._add``."""
+
+    __slots__ = ("raws", "lengths", "times", "limit", "seal")
+
+    def __init__(self, raws: io.BytesIO, lengths: list[int], times: list[float], limit: int,
+                 seal: Any) -> None:
+        self.raws, self.lengths, self.times, self.limit, self.seal = raws, lengths, times, limit, seal
+
+
 class EventFrame:
     """Append-only record of RTM events, viewed as a pandas DataFrame.
 
@@ -694,19 +715,22 @@ class EventFrame:
         self._sealed = 0           # rows ever moved into chunks (evicted ones included)
         # The chunk being filled. Its seq values are first_seq, first_seq + 1, ...
         self._times: list[float] = []       # received_at
-        # The raw texts as UTF-8, end to end; row i's ends at _ends[i]. A
+        # The raw texts as UTF-8, end to end, row i _lengths[i] bytes long. A
         # frame is copied in while it is in the CPU's cache, and its bytes
         # object is freed at once: kept until the chunk is sealed, 2,048
-        # frames scattered over the heap took 3-4x longer to gather.
-        self._raws = bytearray()
-        self._ends: list[int] = []
+        # frames scattered over the heap took 3-4x longer to gather. A seal
+        # rewinds the buffer, which keeps its size: no reallocation per
+        # chunk. These three are reset, never replaced: a _Lane holds them.
+        self._raws = io.BytesIO()
+        self._lengths: list[int] = []
         self._odd: dict[int, tuple] = {}    # row -> fields extracted at append time
         self._runs: list[tuple] = []        # (first row, direction, connection)
         self._first_seq = 0
-        # The last direction/connection objects seen, for an identity check
-        # (None: the next append starts a run).
+        # The run the next row continues without a check of its own (None:
+        # the next append starts a run), and the run of a lane's rows.
         self._direction: Any = None
         self._connection: Any = None
+        self._lane_run: tuple[str, int] | None = None
         self._cache: pd.DataFrame | None = None
         self._cache_key = -1
         self._recorder: _Recorder | None = None
@@ -752,40 +776,55 @@ class EventFrame:
                 raw.decode()  # _add takes bytes to be UTF-8 JSON text, like a decoded frame's
             except UnicodeDecodeError:
                 raw = bytearray(raw)  # any other raw: kept escaped, the columns extracted from event
-        return self._add(event, raw, "in" if direction == "in" else "out", connection, received_at)
+        seq = self._first_seq + len(self._times)  # the same after a seal: first_seq then grows by the rows sealed
+        self._add(event, raw, "in" if direction == "in" else "out", connection, received_at)
+        return seq
 
     def _add(self, event: dict, raw: bytes | str | None, direction: str, connection: int,
-             received_at: float) -> int:
+             received_at: float) -> None:
         """append() for arguments known to be valid, raw bytes known to be
-        UTF-8 (a frame orjson decoded). The client calls this for every
-        frame, so it is a few checks, a copy and two list appends. Anything
-        that can be derived from raw later is (see _Chunk.fields)."""
-        ends = self._ends
-        n = len(ends)
+        UTF-8 JSON (a frame orjson decoded). Anything that can be derived
+        from raw later is (see _Chunk.fields)."""
+        times = self._times
+        n = len(times)
         if n >= self._chunk_rows:
             self._seal()
-            ends = self._ends
             n = 0
         if direction is not self._direction or connection is not self._connection:
-            self._switch(direction, connection, n)
-        if raw.__class__ is not bytes or "error" in event:
+            self._run_for(direction, connection, n)
+        if raw.__class__ is not bytes:
             raw = self._odd_row(event, raw, n)
-        raws = self._raws
-        raws += raw
-        ends.append(len(raws))
-        self._times.append(received_at)  # last: to_pandas() reads len(times) rows
-        seq = self._first_seq + n
+        self._lengths.append(self._raws.write(raw))
+        times.append(received_at)  # last: to_pandas() reads len(times) rows
         if self._record is not None:
             # Each line carries every column, now: the writer thread would
             # hold the GIL longer parsing raw again than this takes.
-            self._record((received_at, direction, connection, seq, raw, self._odd.get(n) or _extract(event)))
-        return seq
+            self._record((received_at, direction, connection, self._first_seq + n, raw,
+                          self._odd.get(n) or _extract(event)))
 
-    def _switch(self, direction: str, connection: int, n: int) -> None:
-        """Start a run of rows when direction or connection changed."""
+    def _lane(self, connection: int) -> "_Lane | None":
+        """Where a connection records the frames it receives itself, without
+        a Python call per frame (see Connection._read); from now on those
+        rows are ("in", connection). None when recording to a file, whose
+        lines need each row's columns at once."""
+        if self._record is not None:
+            return None
+        self._lane_run = ("in", connection)
+        self._run_for("in", connection, len(self._times))
+        return _Lane(self._raws, self._lengths, self._times, self._chunk_rows, self._seal)
+
+    def _run_for(self, direction: str, connection: int, n: int) -> None:
+        """Put row n in a run (direction, connection); a lane's rows, which
+        never check, continue the lane's run after it."""
         runs = self._runs
+        if runs and runs[-1][0] == n:  # left empty by the row before
+            runs.pop()
         if not runs or runs[-1][1] != direction or runs[-1][2] != connection:
             runs.append((n, direction, connection))
+        lane = self._lane_run
+        if lane is not None and lane != (direction, connection):
+            runs.append((n + 1, *lane))
+            direction, connection = lane
         self._direction, self._connection = direction, connection
 
     def _odd_row(self, event: dict, raw: Any, n: int) -> bytes:
@@ -804,10 +843,13 @@ class EventFrame:
         return _as_text(raw).encode()
 
     def _seal(self) -> None:
-        with self._lock:
-            times, raws, ends, odd, runs, first = (self._times, self._raws, self._ends, self._odd, self._runs,
-                                                   self._first_seq)
-        chunk = _Chunk.from_runs(times, raws, ends, odd, runs, first)  # the slow part, outside the lock
+        # Only the appending thread changes the open chunk, and this runs
+        # on it: reading it needs no lock.
+        runs = self._runs
+        raws = self._raws
+        with raws.getbuffer() as written:
+            data = bytes(written[:raws.tell()])
+        chunk = _Chunk.from_runs(self._times, data, self._lengths, self._odd, runs, self._first_seq)
         lazy = self._lazy
         lazy.append(weakref.ref(chunk))
         if len(lazy) > _LAZY_CHUNKS:
@@ -816,9 +858,12 @@ class EventFrame:
             self._chunks.append(chunk)
             self._chunk_total += chunk.n
             self._sealed += chunk.n
-            self._times, self._raws, self._ends, self._odd = [], bytearray(), [], {}
+            self._times.clear()
+            self._lengths.clear()
+            raws.seek(0)
+            self._odd = {}
             self._runs = [(0, *runs[-1][1:])]
-            self._first_seq = first + chunk.n
+            self._first_seq += chunk.n
             if self.max_rows is not None:
                 # Leave room for the chunk that starts filling now.
                 while self._chunks and self._chunk_total + self._chunk_rows > self.max_rows:
@@ -845,16 +890,19 @@ class EventFrame:
             if self._cache is not None and key == self._cache_key:
                 return self._cache
             chunks = list(self._chunks)
-            raws, ends, odd, runs, first = self._raws, self._ends, self._odd.copy(), self._runs[:], self._first_seq
-        # The partial chunk's lists and buffer only grow, and are replaced
-        # (not cleared) on a seal, so their first n rows are stable without
-        # the lock.
+            # Copied under the lock: a seal clears the open chunk. Rows
+            # appended meanwhile (times last) lie beyond the first n.
+            if n:
+                lengths = self._lengths[:n]
+                # getvalue(), not a view: a view of the buffer would stop
+                # the appending thread from growing it.
+                part = (times[:n], self._raws.getvalue()[:sum(lengths)], lengths, self._odd.copy(), self._runs[:])
+            first = self._first_seq
         if n:
-            ends = ends[:n]
+            times, raws, lengths, odd, runs = part
             odd = {i: fields for i, fields in odd.items() if i < n}
             runs = [run for run in runs if run[0] < n]
-            # A copy: the appending thread may be growing the buffer.
-            chunks.append(_Chunk.from_runs(times[:n], raws[:ends[-1]], ends, odd, runs, first))
+            chunks.append(_Chunk.from_runs(times, raws, lengths, odd, runs, first))
         df = _frame(chunks)
         with self._lock:
             if key > self._cache_key:

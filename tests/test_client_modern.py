@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 
+import orjson
 import pytest
 
 from rtm_notebook import RTMClient
@@ -424,10 +425,11 @@ def test_names_are_learned_from_events_that_carry_them():
     # The simulated workspace does not emit these events; they are fed to
     # intake as the connection would.
     rtm = RTMClient(token="xoxb-x")
-    rtm._intake({"type": "channel_created", "channel": {"id": "C1", "name": "new-chan"}}, None)
-    rtm._intake({"type": "channel_rename", "channel": {"id": "C1", "name": "renamed"}}, None)
-    rtm._intake({"type": "team_join", "user": {"id": "U1", "name": "neo"}}, None)
-    rtm._intake({"type": "user_change", "user": "not an object"}, None)
+    for event in ({"type": "channel_created", "channel": {"id": "C1", "name": "new-chan"}},
+                  {"type": "channel_rename", "channel": {"id": "C1", "name": "renamed"}},
+                  {"type": "team_join", "user": {"id": "U1", "name": "neo"}},
+                  {"type": "user_change", "user": "not an object"}):
+        rtm._intake(event, orjson.dumps(event))
     assert rtm.channel_names == {"C1": "renamed"} and rtm.user_names == {"U1": "neo"}
     assert rtm.counts["channel_rename"] == 1 and len(rtm.event_frame) == 4
 
