@@ -19,10 +19,10 @@ those bytes as ``raw``.
   (orjson encodes) and with record_to on.
 * recording cost: the amortised CPU time the intake thread spends
   recording one event, sealing included, on the simulated workspace's own
-  traffic generator (``rtm_notebook.sim.traffic``): the call the client
-  makes per received frame (``EventFrame._add`` with ``time.time()``),
-  minus the bare loop; a client without recording makes no call at all.
-  Best of 5 runs. Process CPU (all
+  traffic generator (``rtm_notebook.sim.traffic``): what the connection's
+  read loop does per received frame (the ``EventFrame._lane`` writes, with
+  ``time.time()``), minus the bare loop; a client without recording does
+  none of it. Best of 5 runs. Process CPU (all
   threads) is shown beside it: deriving the columns of chunks older than
   the newest ~260k rows happens on a background thread.
 """
@@ -257,23 +257,19 @@ def bench_throughput(n: int) -> dict:
 
 def bench_append_cost(n: int) -> dict:
     """Amortised CPU the intake thread spends recording one event, chunk
-    sealing included, on events from the simulated workspace's own traffic
-    generator, recorded as the client records them:
-    ``EventFrame._add(event, raw, "in", connection, time.time())`` with the
-    frame's bytes as raw. The bare loop over the same events is measured
-    too: a client made with ``record=False`` makes no call at all. Best of 5
-    runs; CPU time of the thread and of the process (all threads), and wall
-    time."""
+    sealing included, on frames from the simulated workspace's own traffic
+    generator, recorded as ``Connection._read`` records them (through an
+    ``EventFrame._lane``). The bare loop over the same frames is measured
+    too: a client made with ``record=False`` does nothing per frame. Best of
+    5 runs; CPU time of the thread and of the process (all threads), and
+    wall time."""
     from rtm_notebook.events import EventFrame
     from rtm_notebook.sim.model import Workspace
     from rtm_notebook.sim.traffic import Traffic as SimTraffic
 
     traffic = SimTraffic(Workspace(1), 1)
     k = min(n, 50_000)
-    pool = []
-    for _ in range(k):
-        raw = orjson.dumps(traffic.next())
-        pool.append((orjson.loads(raw), raw))
+    pool = [orjson.dumps(traffic.next()) for _ in range(k)]
     rounds = max(1, min(n, 200_000) // k)
     now = time.time
 
@@ -285,13 +281,18 @@ def bench_append_cost(n: int) -> dict:
             t0, p0, c0 = time.perf_counter(), time.process_time(), time.thread_time()
             if frame is None:
                 for _ in range(rounds):
-                    for event, raw in pool:
+                    for data in pool:
                         pass
             else:
-                add = frame._add
+                lane = frame._lane(1)  # the same steps, on local names, as Connection._read
+                write, times, limit, seal = lane.raws.write, lane.times, lane.limit, lane.seal
+                length_at, time_at = lane.lengths.append, lane.times.append
                 for _ in range(rounds):
-                    for event, raw in pool:
-                        add(event, raw, "in", 1, now())
+                    for data in pool:
+                        length_at(write(data))
+                        time_at(now())
+                        if len(times) >= limit:
+                            seal()
             spent = (time.thread_time() - c0, time.process_time() - p0, time.perf_counter() - t0)
             best = [min(b, x / (rounds * k)) for b, x in zip(best, spent)]
             frame = EventFrame() if frame is not None else None
@@ -342,7 +343,7 @@ def main() -> None:
         ("  same, CPU time of the appending thread", f"{m['seal_cpu_median_ms']:.1f} / {m['seal_cpu_max_ms']:.1f} ms", ""),
         ("  max wall, minus time in Python's cyclic GC", f"{m['seal_max_without_gc_ms']:.1f} ms", ""),
         ("longest cyclic GC pass during the appends", f"{m['gc_longest_ms']:.1f} ms", ""),
-        ("recording cost per event (the client's call, sealing incl.), intake thread CPU minus the loop",
+        ("recording cost per event (the read loop's lane, sealing incl.), intake thread CPU minus the loop",
          f"{a['record_cost_thread_us'] - a['loop_thread_us']:.2f} us", "<= 0.7 us"),
         ("  intake thread CPU / process CPU / wall, incl. the loop",
          f"{a['record_cost_thread_us']:.2f} / {a['record_cost_process_us']:.2f} / {a['record_cost_wall_us']:.2f} us", ""),
