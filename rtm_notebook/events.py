@@ -1,15 +1,17 @@
 """EventFrame: every RTM event, recorded once, readable as a pandas DataFrame.
 
-The client records every event it receives and every frame it sends (through
-``_add``, :meth:`EventFrame.append` without the argument checks); that call is
-the intake hot path, so it keeps only what cannot be derived later: the
+The client records every event it receives and every frame it sends. That is
+the intake hot path, so only what cannot be derived later is kept: the
 arrival time and the frame's text (``raw``: the received bytes, written to
-the chunk's buffer), a write and two list appends. Direction and
-connection change rarely and are kept as runs. Rows are kept in chunks: when a chunk fills up its
-times and texts become a numpy array and a pyarrow string array and the
-Python objects are dropped. The other columns are derived from ``raw``
-per chunk, by pyarrow's JSON reader (C++, without the GIL), and kept with
-the chunk: the first time a DataFrame needs them, or on a background thread
+the open chunk's buffer). The connection's read loop writes received event
+frames in itself, through a :class:`_Lane` (a buffer write and two list
+appends, no Python call per frame); everything else goes through ``_add``,
+:meth:`EventFrame.append` without the argument checks. Direction and
+connection change rarely and are kept as runs. Rows are kept in chunks:
+when a chunk fills up its times and texts become a numpy array and a
+pyarrow string array. The other columns are derived from ``raw`` per
+chunk, by pyarrow's JSON reader (C++, without the GIL), and kept with the
+chunk: the first time a DataFrame needs them, or on a background thread
 once a chunk is more than ~260k rows old, so a burst of events costs the
 intake little and a first DataFrame never waits for more than that many
 rows. :meth:`EventFrame.to_pandas` builds the DataFrame from the chunks
@@ -59,9 +61,10 @@ conversation share ``channel`` and ``user`` whatever the event's shape:
   a ``reply_to`` that is not an integer is ``<NA>`` (``raw`` keeps it).
 
 These columns are derived from ``raw`` when it was given, so ``raw`` must be
-the text the event was decoded from; the exception is an event with an
-``error`` key (or no ``raw``), whose columns are extracted from the event
-itself at append time.
+the text the event was decoded from. The exceptions, whose columns are
+extracted from the event itself at append time: no ``raw``, a ``raw`` str
+for an event with an ``error`` key (a malformed frame's text), and bytes
+that are not UTF-8.
 """
 
 from __future__ import annotations
