@@ -244,8 +244,10 @@ class RTMClient:
         self._loop_arg = loop
 
         self.event_frame = EventFrame(max_rows=max_rows, record_to=record_to)
-        # EventFrame.append without its argument checks: what the client
-        # passes is always valid, and this runs once per frame.
+        # EventFrame.append without its argument checks (what the client
+        # passes is always valid): for frames sent, the client's own events
+        # and malformed frames. Received event frames are recorded by the
+        # connection's read loop through the frame's lane.
         self._record = self.event_frame._add if record else None
         self.counts: Counter = Counter()
         self.handlers = HandlerRegistry(self, seed_kwargs=self._seed_kwargs, on_error=self._handler_failed)

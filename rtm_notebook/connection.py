@@ -4,7 +4,8 @@ The connection reads frames, decodes them, settles replies and hands each
 event to the client's ``intake`` callback, in order, once. It keeps the
 socket honest with RTM JSON pings after ``ping_interval`` seconds of silence
 and aborts it when a ping goes unanswered. Everything else (reconnecting,
-recording, dispatching, pacing the outbox) is the client's job.
+dispatching, pacing the outbox, recording what the lane below does not) is
+the client's job.
 
 The read loop is the hot path: per frame it does one ``receive``, one
 ``orjson.loads`` of the frame's bytes and one call to ``intake``. The bytes
