@@ -723,7 +723,8 @@ class EventFrame:
         # object is freed at once: kept until the chunk is sealed, 2,048
         # frames scattered over the heap took 3-4x longer to gather. A seal
         # rewinds the buffer, which keeps its size: no reallocation per
-        # chunk. These three are reset, never replaced: a _Lane holds them.
+        # chunk. _times, _raws and _lengths are reset, never replaced: a
+        # _Lane holds them.
         self._raws = io.BytesIO()
         self._lengths: list[int] = []
         self._odd: dict[int, tuple] = {}    # row -> fields extracted at append time
