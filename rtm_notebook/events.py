@@ -369,7 +369,8 @@ class _Chunk:
         fields = [_string_array(cols[i]) for i in range(1, 9)]
         fields.append(pa.array([_as_reply_to(v) for v in cols[_REPLY_TO]], type=pa.int64(), memory_pool=_POOL))
         return cls(cols[_RECEIVED_AT], _string_array(cols[_RAW]),
-                   pa.array(cols[_DIRECTION], type=_LS, memory_pool=_POOL), np.array(cols[_CONNECTION], dtype=np.int64), np.array(cols[_SEQ], dtype=np.int64), fields=fields)
+                   pa.array(cols[_DIRECTION], type=_LS, memory_pool=_POOL),
+                   np.array(cols[_CONNECTION], dtype=np.int64), np.array(cols[_SEQ], dtype=np.int64), fields=fields)
 
     def fields(self) -> list[pa.Array]:
         """type .. event_ts (large_string) and reply_to (int64), derived once.
