@@ -2,19 +2,18 @@
 
 The client records every event it receives and every frame it sends. That is
 the intake hot path, so only what cannot be derived later is kept: the
-arrival time and the frame's text (``raw``: the received bytes, written to
-the open chunk's buffer). The connection's read loop writes received event
-frames in itself, through a :class:`_Lane` (a buffer write and two list
-appends, no Python call per frame); everything else goes through ``_add``,
+arrival time and the frame's text (``raw``: the bytes object the frame
+arrived in, kept as it is). The connection's read loop appends received
+event frames itself, through a :class:`_Lane` (two list appends, no Python
+call per frame); everything else goes through ``_add``,
 :meth:`EventFrame.append` without the argument checks. Direction and
 connection change rarely and are kept as runs. Rows are kept in chunks:
-when a chunk fills up its times and texts become a numpy array and a
-pyarrow string array. The other columns are derived from ``raw`` per
-chunk, by pyarrow's JSON reader (C++, without the GIL), and kept with the
-chunk: the first time a DataFrame needs them, or on a background thread
-once a chunk is more than ~260k rows old, so a burst of events costs the
-intake little and a first DataFrame never waits for more than that many
-rows. :meth:`EventFrame.to_pandas` builds the DataFrame from the chunks
+when a chunk fills up its times become a numpy array. Its texts become a
+pyarrow string array, and the other columns are derived from ``raw`` by
+pyarrow's JSON reader (C++, without the GIL), the first time a DataFrame
+needs them, or on a background thread once a chunk is more than ~260k rows
+old, so a burst of events costs the intake little and a first DataFrame
+never waits for more than that many rows. :meth:`EventFrame.to_pandas` builds the DataFrame from the chunks
 (strings are shared, not copied) and caches it until a new row arrives.
 
 Schema (``COLUMNS``, always in this order, always these dtypes):
@@ -69,10 +68,8 @@ that are not UTF-8.
 
 from __future__ import annotations
 
-import array
 import collections
 import functools
-import io
 import json
 import operator
 import os
@@ -81,6 +78,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -243,13 +241,11 @@ def _string_array(values) -> pa.Array:
         return pa.array([_as_text(v) for v in values], type=_LS, memory_pool=_POOL)
 
 
-def _texts(data: bytes, lengths: list[int]) -> pa.Array:
-    """A string array over UTF-8 texts laid end to end in ``data``; text i
-    is ``lengths[i]`` bytes long. No copy: the array holds ``data``."""
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    # array.array: fewer instructions per row than numpy's conversion of a list
-    np.cumsum(np.frombuffer(array.array("q", lengths), dtype=np.int64), out=offsets[1:])
-    return pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(data))
+def _texts(texts: Sequence[bytes]) -> pa.Array:
+    """A string array of UTF-8 texts, with one copy of them."""
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=offsets[1:])
+    return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(offsets), pa.py_buffer(b"".join(texts)))
 
 
 def _columns(rows: list[tuple]) -> list[pa.Array]:
@@ -327,40 +323,73 @@ def _read_json(raw: pa.Array) -> list[pa.Array]:
 class _Chunk:
     """A run of rows in compact columnar form; immutable once built.
 
-    The extracted columns (type .. reply_to) are derived from ``raw`` the
-    first time a DataFrame needs them, then kept (:meth:`fields`).
+    ``raw`` is the texts' string array (:attr:`raw`), or a tuple of bytes
+    objects to build it from the first time it is needed (a tuple: the
+    cyclic GC stops visiting a tuple of bytes, it would visit every item of
+    a list on every full collection). ``connection`` may be one number for
+    every row and ``seq`` the first of consecutive numbers: the arrays are
+    made when a DataFrame is, not kept twice. The extracted columns
+    (type .. reply_to) are derived from ``raw`` the first time a DataFrame
+    needs them, then kept (:meth:`fields`).
     """
 
-    __slots__ = ("n", "received_us", "direction", "connection", "seq", "raw", "odd", "_fields", "__weakref__")
+    __slots__ = ("n", "received_us", "direction", "_connection", "_seq", "_raw", "_texts", "odd", "_fields",
+                 "__weakref__")
 
-    def __init__(self, received_at, raw: pa.Array, direction: pa.Array, connection: np.ndarray, seq: np.ndarray,
-                 odd: dict[int, tuple] | None = None, fields: list[pa.Array] | None = None) -> None:
-        self.n = len(seq)
+    def __init__(self, received_at, raw: pa.Array | tuple[bytes, ...], direction: pa.Array,
+                 connection: np.ndarray | int, seq: np.ndarray | int, odd: dict[int, tuple] | None = None,
+                 fields: list[pa.Array] | None = None) -> None:
+        self.n = len(received_at)
         self.received_us = np.rint(np.fromiter(received_at, np.float64, self.n) * 1e6).astype(np.int64)
-        self.raw = raw
+        if isinstance(raw, tuple):
+            self._raw, self._texts = None, raw
+        else:
+            self._raw, self._texts = raw, None
         self.direction = direction
-        self.connection = connection
-        self.seq = seq
+        self._connection = connection
+        self._seq = seq
         self.odd = odd or {}
         self._fields = fields
 
+    @property
+    def connection(self) -> np.ndarray:
+        c = self._connection
+        return c if isinstance(c, np.ndarray) else np.full(self.n, c, dtype=np.int64)
+
+    @property
+    def seq(self) -> np.ndarray:
+        s = self._seq
+        return s if isinstance(s, np.ndarray) else np.arange(s, s + self.n, dtype=np.int64)
+
+    @property
+    def raw(self) -> pa.Array:
+        """The raw texts as a string array. Built on first use, not at seal:
+        gathering frames long out of the CPU's cache costs more than the
+        intake spends on them, and a burst nobody looks at never pays it.
+        Two threads may build it at once; both get the same values."""
+        texts = self._texts  # read before _raw, which is set before _texts is dropped
+        raw = self._raw
+        if raw is None:
+            self._raw = raw = _texts(texts)
+            self._texts = None
+        return raw
+
     @classmethod
-    def from_runs(cls, times: list[float], raws: bytes, lengths: list[int], odd: dict, runs: list,
+    def from_runs(cls, times: list[float], texts: tuple[bytes, ...], odd: dict, runs: list,
                   first_seq: int) -> "_Chunk":
-        """A chunk of appended rows, raw texts as _texts takes them;
+        """A chunk of appended rows, raw texts as UTF-8 bytes;
         direction/connection given as runs ``(first row, direction,
         connection)``."""
         n = len(times)
         if len(runs) == 1:  # the usual case: one socket, one direction
             direction = _constant_direction(runs[0][1], n)
-            connection = np.full(n, runs[0][2], dtype=np.int64)
+            connection = runs[0][2]
         else:
             spans = np.diff(np.array([run[0] for run in runs] + [n], dtype=np.int64))
             connection = np.repeat(np.array([run[2] for run in runs], dtype=np.int64), spans)
             codes = np.repeat(np.array([run[1] == "out" for run in runs], dtype=np.int8), spans)
             direction = _DIRECTIONS.take(pa.array(codes))
-        seq = np.arange(first_seq, first_seq + n, dtype=np.int64)
-        return cls(times, _texts(raws, lengths), direction, connection, seq, odd)
+        return cls(times, texts, direction, connection, first_seq, odd)
 
     @classmethod
     def from_rows(cls, rows: list[tuple]) -> "_Chunk":
@@ -673,16 +702,16 @@ def _parse_line(line: bytes) -> tuple | None:
 
 class _Lane:
     """An EventFrame's open chunk, for a connection to append received
-    frames to: ``lengths.append(raws.write(frame))``,
-    ``times.append(time.time())``, then ``seal()`` once ``len(times)``
-    reaches ``limit``. The frames must be UTF-8 JSON event objects (what
-    orjson decoded); anything else goes through ``EventFrame._add``."""
+    frames to: ``texts.append(frame)``, then ``times.append(received_at)``
+    (last: a reader takes ``len(times)`` rows), then ``seal()`` once
+    ``len(times)`` reaches ``limit``. The frames must be bytes of UTF-8 JSON
+    event objects (what orjson decoded); anything else goes through
+    ``EventFrame._add``."""
 
-    __slots__ = ("raws", "lengths", "times", "limit", "seal")
+    __slots__ = ("texts", "times", "limit", "seal")
 
-    def __init__(self, raws: io.BytesIO, lengths: list[int], times: list[float], limit: int,
-                 seal: Any) -> None:
-        self.raws, self.lengths, self.times, self.limit, self.seal = raws, lengths, times, limit, seal
+    def __init__(self, texts: list[bytes], times: list[float], limit: int, seal: Any) -> None:
+        self.texts, self.times, self.limit, self.seal = texts, times, limit, seal
 
 
 class EventFrame:
@@ -719,15 +748,12 @@ class EventFrame:
         self._sealed = 0           # rows ever moved into chunks (evicted ones included)
         # The chunk being filled. Its seq values are first_seq, first_seq + 1, ...
         self._times: list[float] = []       # received_at
-        # The raw texts as UTF-8, end to end, row i _lengths[i] bytes long. A
-        # frame is copied in while it is in the CPU's cache, and its bytes
-        # object is freed at once: kept until the chunk is sealed, 2,048
-        # frames scattered over the heap took 3-4x longer to gather. A seal
-        # rewinds the buffer, which keeps its size: no reallocation per
-        # chunk. _times, _raws and _lengths are reset, never replaced: a
-        # _Lane holds them.
-        self._raws = io.BytesIO()
-        self._lengths: list[int] = []
+        # The raw texts as UTF-8 bytes: received frames as they arrived. Kept
+        # as objects until a DataFrame needs them (_Chunk.raw): copying each
+        # frame into one buffer, and that buffer into a chunk, cost the intake
+        # more than the rest of recording. _times and _texts are cleared,
+        # never replaced: a _Lane holds them.
+        self._texts: list[bytes] = []
         self._odd: dict[int, tuple] = {}    # row -> fields extracted at append time
         self._runs: list[tuple] = []        # (first row, direction, connection)
         self._first_seq = 0
@@ -781,6 +807,11 @@ class EventFrame:
                 raw.decode()  # _add takes bytes to be UTF-8 JSON text, like a decoded frame's
             except UnicodeDecodeError:
                 raw = bytearray(raw)  # any other raw: kept escaped, the columns extracted from event
+            else:
+                # A copy: the row keeps the object until a DataFrame needs it,
+                # and a bytes object can hold more memory than its length
+                # (orjson.dumps' hold ~4 KiB each).
+                raw = bytes(memoryview(raw))
         seq = self._first_seq + len(self._times)  # the same after a seal: first_seq then grows by the rows sealed
         self._add(event, raw, "in" if direction == "in" else "out", connection, received_at)
         return seq
@@ -799,7 +830,7 @@ class EventFrame:
             self._run_for(direction, connection, n)
         if raw.__class__ is not bytes:
             raw = self._odd_row(event, raw, n)
-        self._lengths.append(self._raws.write(raw))
+        self._texts.append(raw)
         times.append(received_at)  # last: to_pandas() reads len(times) rows
         if self._record is not None:
             # Each line carries every column, now: the writer thread would
@@ -816,7 +847,7 @@ class EventFrame:
             return None
         self._lane_run = ("in", connection)
         self._run_for("in", connection, len(self._times))
-        return _Lane(self._raws, self._lengths, self._times, self._chunk_rows, self._seal)
+        return _Lane(self._texts, self._times, self._chunk_rows, self._seal)
 
     def _run_for(self, direction: str, connection: int, n: int) -> None:
         """Put row n in a run (direction, connection); a lane's rows, which
@@ -851,10 +882,7 @@ class EventFrame:
         # Only the appending thread changes the open chunk, and this runs
         # on it: reading it needs no lock.
         runs = self._runs
-        raws = self._raws
-        with raws.getbuffer() as written:
-            data = bytes(written[:raws.tell()])
-        chunk = _Chunk.from_runs(self._times, data, self._lengths, self._odd, runs, self._first_seq)
+        chunk = _Chunk.from_runs(self._times, tuple(self._texts), self._odd, runs, self._first_seq)
         lazy = self._lazy
         lazy.append(weakref.ref(chunk))
         if len(lazy) > _LAZY_CHUNKS:
@@ -864,8 +892,7 @@ class EventFrame:
             self._chunk_total += chunk.n
             self._sealed += chunk.n
             self._times.clear()
-            self._lengths.clear()
-            raws.seek(0)
+            self._texts.clear()
             self._odd = {}
             self._runs = [(0, *runs[-1][1:])]
             self._first_seq += chunk.n
@@ -898,16 +925,13 @@ class EventFrame:
             # Copied under the lock: a seal clears the open chunk. Rows
             # appended meanwhile (times last) lie beyond the first n.
             if n:
-                lengths = self._lengths[:n]
-                # getvalue(), not a view: a view of the buffer would stop
-                # the appending thread from growing it.
-                part = (times[:n], self._raws.getvalue()[:sum(lengths)], lengths, self._odd.copy(), self._runs[:])
+                part = (times[:n], tuple(self._texts[:n]), self._odd.copy(), self._runs[:])
             first = self._first_seq
         if n:
-            times, raws, lengths, odd, runs = part
+            times, texts, odd, runs = part
             odd = {i: fields for i, fields in odd.items() if i < n}
             runs = [run for run in runs if run[0] < n]
-            chunks.append(_Chunk.from_runs(times, raws, lengths, odd, runs, first))
+            chunks.append(_Chunk.from_runs(times, texts, odd, runs, first))
         df = _frame(chunks)
         with self._lock:
             if key > self._cache_key:

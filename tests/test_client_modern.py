@@ -1,14 +1,17 @@
 """The modern surface of RTMClient, over real sockets against the simulated workspace."""
 
 import asyncio
+import collections
 import json
 import logging
 import threading
+import time
 
 import orjson
 import pytest
 
 from rtm_notebook import RTMClient
+from rtm_notebook.connection import _parsed_frames
 from rtm_notebook.errors import (
     MessageTooLargeError,
     NotConnectedError,
@@ -449,3 +452,28 @@ async def test_record_false_keeps_nothing_but_still_dispatches(sim):
 def test_record_false_and_record_to_contradict(tmp_path):
     with pytest.raises(SlackClientError, match="record=False"):
         RTMClient(token="xoxb-x", record=False, record_to=tmp_path / "events.jsonl")
+
+
+async def test_received_at_lies_between_the_send_and_the_handler(sim):
+    # The read loop stamps frames once per wake-up (see connection.py), so a
+    # stamp must still never precede the frame's sending nor follow its handler.
+    rtm = client_for(sim)
+    handled = {}
+    rtm.on("message")(lambda client, event: handled.setdefault(event["event_ts"], time.time()))
+    await rtm.connect()
+    assert isinstance(_parsed_frames(rtm._conn.ws), collections.deque), \
+        "aiohttp no longer exposes its queue of parsed frames: every frame now reads the clock"
+    sim.set_rate(3000)
+    await until(lambda: len(handled) >= 600, "600 messages to reach the handler")
+    sim.set_rate(0)
+    await rtm.async_stop()
+    df = rtm.events
+    received = df.loc[df["type"] == "message"].set_index("event_ts")["received_at"]
+    checked = 0
+    for event_ts, handler_at in handled.items():
+        at = received[event_ts].timestamp()
+        # event_ts is the sim's clock when it made the event, in whole microseconds
+        assert float(event_ts) - 1e-6 <= at <= handler_at + 1e-6, (event_ts, at, handler_at)
+        checked += 1
+    assert checked >= 600
+    assert df["received_at"].is_monotonic_increasing
