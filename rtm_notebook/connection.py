@@ -22,8 +22,8 @@ The arrival time is read once each time the loop waits for the socket and
 wakes, not once per frame: frames aiohttp had parsed already were all read
 off the socket before that wake-up (socket reads run only while this task
 waits), so the stamp is never earlier than the frame's arrival, and it is
-no later than a per-frame stamp. ``time.time()`` per frame was a fifth of
-what recording cost.
+no later than a per-frame stamp. In a burst one wake-up brings hundreds of
+frames.
 
 Why aiohttp and not ``websockets`` here: on the simulated workspace's
 firehose (2-core machine, sim in another process) a bare receive loop over
@@ -66,7 +66,7 @@ _TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
 def _parsed_frames(ws: aiohttp.ClientWebSocketResponse) -> Any:
     """aiohttp's queue of frames parsed and not received yet: empty exactly
     when ``receive()`` would wait. A private attribute (``_reader._buffer``,
-    public in aiohttp's Cython reader); tests/test_client_basic.py checks
+    public in aiohttp's Cython reader); tests/test_client_modern.py checks
     it is there. Without it, an empty tuple: every frame gets its own stamp."""
     return getattr(getattr(ws, "_reader", None), "_buffer", ())
 
