@@ -346,7 +346,7 @@ def main() -> None:
         ("JSON text of those events", f"{m['json_mb']:.1f} MB ({m['mean_json_bytes']:.0f} B/event)", ""),
         ("RSS growth after appends", f"{m['rss_appended_mb']:.1f} MB", ""),
         ("RSS growth incl. cached DataFrame", f"{m['rss_frame_mb']:.1f} MB", ""),
-        ("  of which allocated by pyarrow (raw texts are bytearrays)", f"{m['arrow_mb']:.1f} MB", ""),
+        ("  of which allocated by pyarrow (raw texts are Python bytes)", f"{m['arrow_mb']:.1f} MB", ""),
         ("  DataFrame memory_usage(deep)", f"{m['df_deep_mb']:.1f} MB", ""),
         ("memory / JSON size", f"{m['ratio']:.2f}x", "<= 3x"),
         ("to_pandas(), first after appends", f"{m['to_pandas_s'] * 1e3:.0f} ms", "< 2000 ms"),
