@@ -536,7 +536,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="events in the burst after hello")
     parser.add_argument("--latency-seconds", type=float, default=3.0, help="length of each latency run")
     parser.add_argument("--peers", default="".join(PEERS), help="which peers to run, e.g. acd (default: all)")
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--rounds", type=int, default=7,
                         help="throughput runs per peer; the best one is shown (with 3 or more, the recording "
                              "overhead is judged on the median of the rounds' (d)/(c) ratios)")
     args = parser.parse_args()
