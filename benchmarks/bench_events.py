@@ -299,7 +299,8 @@ def bench_append_cost(n: int) -> dict:
                             arrived = now()
             else:
                 lane = frame._lane(1)  # the same steps, on local names, as Connection._read
-                keep, time_at, times, limit, seal = lane.texts.append, lane.times.append, lane.times, lane.limit, lane.seal
+                keep, times, limit, seal = lane.texts.append, lane.times, lane.limit, lane.seal
+                time_at = times.append
                 for _ in range(rounds):
                     for i, (a, b) in enumerate(spans):
                         data = received[a:b]

@@ -197,7 +197,8 @@ class Connection:
         reply = self._reply
         lane = self._lane
         if lane is not None:
-            keep, time_at, times, limit, seal = lane.texts.append, lane.times.append, lane.times, lane.limit, lane.seal
+            keep, times, limit, seal = lane.texts.append, lane.times, lane.limit, lane.seal
+            time_at = times.append
         now = time.time
         waiting = _parsed_frames(ws)
         arrived = now()

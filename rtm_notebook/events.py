@@ -13,8 +13,9 @@ pyarrow string array, and the other columns are derived from ``raw`` by
 pyarrow's JSON reader (C++, without the GIL), the first time a DataFrame
 needs them, or on a background thread once a chunk is more than ~260k rows
 old, so a burst of events costs the intake little and a first DataFrame
-never waits for more than that many rows. :meth:`EventFrame.to_pandas` builds the DataFrame from the chunks
-(strings are shared, not copied) and caches it until a new row arrives.
+never waits for more than that many rows. :meth:`EventFrame.to_pandas`
+builds the DataFrame from the chunks (strings are shared, not copied) and
+caches it until a new row arrives.
 
 Schema (``COLUMNS``, always in this order, always these dtypes):
 
@@ -333,11 +334,11 @@ class _Chunk:
 
     ``raw`` is the texts' string array (:attr:`raw`), or the bytes objects
     to build it from the first time it is needed, in a numpy object array
-    (:func:`_held`). ``connection`` may be one number for
-    every row and ``seq`` the first of consecutive numbers: the arrays are
-    made when a DataFrame is, not kept twice. The extracted columns
-    (type .. reply_to) are derived from ``raw`` the first time a DataFrame
-    needs them, then kept (:meth:`fields`).
+    (:func:`_held`). ``connection`` may be one number for every row and
+    ``seq`` the first of consecutive numbers: the arrays are made when a
+    DataFrame is, not kept twice. The extracted columns (type .. reply_to)
+    are derived from ``raw`` the first time a DataFrame needs them, then
+    kept (:meth:`fields`).
     """
 
     __slots__ = ("n", "received_us", "direction", "_connection", "_seq", "_raw", "_texts", "odd", "_fields",
@@ -371,9 +372,9 @@ class _Chunk:
     @property
     def raw(self) -> pa.Array:
         """The raw texts as a string array. Built on first use, not at seal:
-        gathering frames long out of the CPU's cache costs more than the
-        intake spends on them, and a burst nobody looks at never pays it.
-        Two threads may build it at once; both get the same values."""
+        the intake then only keeps each frame, and a burst nobody looks at
+        never pays the copy. Two threads may build it at once; both get the
+        same values."""
         texts = self._texts  # read before _raw, which is set before _texts is dropped
         raw = self._raw
         if raw is None:
