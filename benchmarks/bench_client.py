@@ -38,7 +38,7 @@ Targets: (d) ≥ 0.8× (a), aim > (a) (issue 3); (d)/(c) ≥ 0.9 (issue 4);
 (d) beats (f) and (g) in events delivered per second and in events
 delivered.
 
-Rounds (default 5) run every peer once each, in alternating order. The
+Rounds (default 7) run every peer once each, in alternating order. The
 table shows each peer's best round. The recording overhead, a 10% effect
 on a machine whose speed moves by more than that from second to second,
 is judged on the median of the rounds' own (d)/(c) ratios when there are
