@@ -20,8 +20,8 @@ those bytes as ``raw``.
 * recording cost: the amortised CPU time the intake thread spends
   recording one event, sealing included, on the simulated workspace's own
   traffic generator (``rtm_notebook.sim.traffic``): what the connection's
-  read loop does per received frame (the ``EventFrame._lane`` appends,
-  keeping each frame's own bytes object, and a ``time.time()`` per 64
+  read loop does for recording (a list append per frame, keeping each
+  frame's own bytes object, and one ``EventFrame.extend`` per wake-up of 64
   frames), minus the bare loop; a client without recording does none of it.
   Best of 5 runs. Process CPU (all
   threads) is shown beside it: deriving the columns of chunks older than
@@ -138,7 +138,10 @@ def bench_memory(n: int) -> dict:
     latency[:] = 1
     clock = time.perf_counter_ns
     gc.collect()
-    arrow_bytes = lambda: pa.total_allocated_bytes() + pa.system_memory_pool().bytes_allocated()
+
+    def arrow_bytes() -> int:
+        return pa.total_allocated_bytes() + pa.system_memory_pool().bytes_allocated()
+
     base_rss, base_arrow = rss(), arrow_bytes()
 
     chunk = events_module.CHUNK_ROWS
@@ -260,8 +263,8 @@ def bench_throughput(n: int) -> dict:
 def bench_append_cost(n: int) -> dict:
     """Amortised CPU the intake thread spends recording one event, chunk
     sealing included, on frames from the simulated workspace's own traffic
-    generator, recorded as ``Connection._read`` records them (through an
-    ``EventFrame._lane``). The bare loop over the same frames is measured
+    generator, recorded as ``Connection._read`` records them (one
+    ``EventFrame.extend`` per wake-up). The bare loop over the same frames is measured
     too: a client made with ``record=False`` does nothing per frame. Best of
     5 runs; CPU time of the thread and of the process (all threads), and
     wall time."""
@@ -298,18 +301,20 @@ def bench_append_cost(n: int) -> dict:
                         if not i % per_wake:
                             arrived = now()
             else:
-                lane = frame._lane(1)  # the same steps, on local names, as Connection._read
-                keep, times, limit, seal = lane.texts.append, lane.times, lane.limit, lane.seal
-                time_at = times.append
+                extend = frame.extend  # the same steps as Connection._read's
                 for _ in range(rounds):
+                    batch: list[bytes] = []
+                    keep = batch.append
                     for i, (a, b) in enumerate(spans):
                         data = received[a:b]
                         if not i % per_wake:
+                            if batch:
+                                extend(batch, arrived, connection=1)
+                                batch = []
+                                keep = batch.append
                             arrived = now()
                         keep(data)
-                        time_at(arrived)
-                        if len(times) >= limit:
-                            seal()
+                    extend(batch, arrived, connection=1)
             spent = (time.thread_time() - c0, time.process_time() - p0, time.perf_counter() - t0)
             best = [min(b, x / (rounds * k)) for b, x in zip(best, spent)]
             frame = EventFrame() if frame is not None else None

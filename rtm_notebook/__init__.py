@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -23,7 +24,8 @@ __version__ = "0.1.0"
 logging.getLogger("rtm_notebook").addHandler(logging.NullHandler())
 
 _EXPORTS = {
-    "RTMClient": "rtm_notebook.client",
+    "RTMClient": "rtm_notebook.seed",
+    "RTMSession": "rtm_notebook.rtm.client",
     "AsyncWebClient": "rtm_notebook.web",
     "WebClient": "rtm_notebook.web",
     "SlackResponse": "rtm_notebook.web",
@@ -34,7 +36,12 @@ _EXPORTS = {
     "SlackClientError": "rtm_notebook.errors",
     "RTMConnectError": "rtm_notebook.errors",
     "ReplyError": "rtm_notebook.errors",
+    "SlackClientNotConnectedError": "rtm_notebook.errors",
+    "DeliveryError": "rtm_notebook.errors",
+    "MessageTooLargeError": "rtm_notebook.errors",
 }
+
+_CLIENTS = frozenset(("RTMClient", "RTMSession"))
 
 __all__ = sorted(_EXPORTS) + ["load_ipython_extension", "unload_ipython_extension"]
 
@@ -44,6 +51,10 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'rtm_notebook' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
+    if name in _CLIENTS and "IPython" in sys.modules:
+        # In a notebook, display(client) shows the live log: load the layer
+        # that provides it (the core imports nothing of the notebook layer).
+        importlib.import_module("rtm_notebook.notebook.livelog")
     globals()[name] = value
     return value
 

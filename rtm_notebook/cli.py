@@ -9,6 +9,8 @@ import shutil
 import sys
 import time
 
+from rtm_notebook.fields import channel_of, summary, type_label, user_of
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -105,8 +107,8 @@ class _DemoStats:
         if event.get("direction", "in") != "in" or etype in _CLIENT_EVENTS:
             return
         self.received += 1
-        self.by_type[_type_label(event)] += 1
-        channel = _channel_of(event)
+        self.by_type[type_label(event)] += 1
+        channel = channel_of(event)
         if channel:
             self.by_channel[channel] += 1
         if etype == "message" and not event.get("subtype"):
@@ -122,38 +124,8 @@ class _DemoStats:
 _CLIENT_EVENTS = frozenset({"state_change", "open", "close", "error", "hello"})
 
 
-def _type_label(event: dict) -> str:
-    etype = str(event.get("type", "?"))
-    subtype = event.get("subtype")
-    return f"{etype}/{subtype}" if isinstance(subtype, str) else etype
-
-
-def _channel_of(event: dict) -> str | None:
-    channel = event.get("channel")
-    if isinstance(channel, dict):
-        channel = channel.get("id")
-    if channel is None and isinstance(event.get("item"), dict):
-        channel = event["item"].get("channel")
-    return channel if isinstance(channel, str) else None
-
-
 def _event_text(event: dict) -> str:
-    text = event.get("text")
-    if not isinstance(text, str) and isinstance(event.get("message"), dict):
-        text = event["message"].get("text")
-    if not isinstance(text, str):
-        if event.get("type") in ("reaction_added", "reaction_removed"):
-            text = f":{event.get('reaction', '')}:"
-        elif event.get("type") == "presence_change":
-            text = str(event.get("presence", ""))
-        elif event.get("type") == "state_change":
-            text = f"{event.get('previous')} -> {event.get('state')}"
-        elif event.get("type") == "error":
-            err = event.get("error")
-            text = str(err.get("msg") if isinstance(err, dict) else err)
-        else:
-            text = ""
-    return " ".join(text.split())
+    return " ".join(summary(event).split())
 
 
 class _DemoOutput:
@@ -221,14 +193,14 @@ async def _demo(*, seconds: float, rate: float, seed: int, token: str | None, re
         stats.add(event)
         if event.get("direction") == "out":
             return
-        channel = _channel_of(event)
+        channel = channel_of(event)
         channel = "#" + channels.get(channel, channel) if channel else ""
-        user = event.get("user")
+        user = user_of(event)
         if event.get("handler"):
             user = f"[{event['handler']}]"
         user = users.get(user, user) if isinstance(user, str) else ""
         clock = time.strftime("%H:%M:%S")
-        out.line(f"{clock}  {_type_label(event):<24} {channel:<14} {user:<12} {_event_text(event)}".rstrip())
+        out.line(f"{clock}  {type_label(event):<24} {channel:<14} {user:<12} {_event_text(event)}".rstrip())
 
     client.add_tap(show)
     out.line(f"rtm-notebook demo: the seed's \"Hello\" bot on {where}, for {seconds:g} s (Ctrl-C stops early)")

@@ -14,14 +14,15 @@ class RTMError(Exception):
 
 
 class SlackClientError(RTMError):
-    """The client was used wrongly (bad callback, bad argument, wrong state)."""
+    """Base of the client's errors, as in slackclient 2.x; raised itself when
+    the client is used wrongly (bad callback, bad argument, wrong state)."""
 
 
-class SlackApiError(RTMError):
-    """A Web API call answered ``ok: false`` (or could not be answered).
+class SlackApiError(SlackClientError):
+    """A Web API call (``rtm.connect`` included) answered ``ok: false``, or could not be answered.
 
-    ``response`` is the :class:`rtm_notebook.web.SlackResponse`; the Slack
-    error code is ``response["error"]``.
+    ``response`` is the :class:`rtm_notebook.web.SlackResponse` (None when
+    nothing was answered); the Slack error code is ``response["error"]``.
     """
 
     def __init__(self, message: str, response: Any = None) -> None:
@@ -53,23 +54,29 @@ FATAL_CONNECT_ERRORS: dict[str, str] = {
 }
 
 
-class RTMConnectError(RTMError):
+class RTMConnectError(SlackApiError):
     """``rtm.connect``/``rtm.start`` failed with an error that retrying cannot fix.
 
-    ``error`` is Slack's error code; ``hint`` says what to do.
+    A :class:`SlackApiError` (so ``except SlackApiError`` around ``start()``
+    catches it, as in slackclient 2.x): ``response`` is Slack's answer,
+    ``error`` its error code, ``hint`` what to do.
     """
 
-    def __init__(self, error: str, hint: str | None = None) -> None:
-        self.error = error
+    def __init__(self, error: str, hint: str | None = None, response: Any = None) -> None:
         self.hint = hint if hint is not None else FATAL_CONNECT_ERRORS.get(error, "")
-        super().__init__(f"Slack refused the RTM connection: {error}. {self.hint}".strip())
+        self._code = error
+        super().__init__(f"Slack refused the RTM connection: {error}. {self.hint}".strip(), response)
+
+    @property
+    def error(self) -> str:
+        return self._code
 
 
-class NotConnectedError(RTMError):
-    """An operation needed an open RTM socket and there is none."""
+class SlackClientNotConnectedError(SlackClientError):
+    """An operation needed an open socket and there is none (slackclient 2.x's name)."""
 
 
-class ReplyError(RTMError):
+class ReplyError(SlackClientError):
     """Slack answered a message sent over the socket with ``ok: false``.
 
     ``reply`` is the whole reply frame; ``code`` and ``msg`` come from its
@@ -84,9 +91,9 @@ class ReplyError(RTMError):
         super().__init__(f"Slack rejected message {reply.get('reply_to')}: {self.msg} (code {self.code})")
 
 
-class MessageTooLargeError(RTMError):
+class MessageTooLargeError(SlackClientError):
     """An outgoing frame is over Slack's 16 KB limit; it was not sent."""
 
 
-class DeliveryError(RTMError):
+class DeliveryError(SlackClientError):
     """A queued outgoing message could not be delivered (client stopped or gave up)."""

@@ -3,19 +3,18 @@
 The client records every event it receives and every frame it sends. That is
 the intake hot path, so only what cannot be derived later is kept: the
 arrival time and the frame's text (``raw``: the bytes object the frame
-arrived in, kept as it is). The connection's read loop appends received
-event frames itself, through a :class:`_Lane` (two list appends, no Python
-call per frame); everything else goes through ``_add``,
-:meth:`EventFrame.append` without the argument checks. Direction and
-connection change rarely and are kept as runs. Rows are kept in chunks:
-when a chunk fills up its times become a numpy array. Its texts become a
-pyarrow string array, and the other columns are derived from ``raw`` by
-pyarrow's JSON reader (C++, without the GIL), the first time a DataFrame
-needs them, or on a background thread once a chunk is more than ~260k rows
-old, so a burst of events costs the intake little and a first DataFrame
-never waits for more than that many rows. :meth:`EventFrame.to_pandas`
-builds the DataFrame from the chunks (strings are shared, not copied) and
-caches it until a new row arrives.
+arrived in, kept as it is). The connection's read loop records the frames
+of each wake-up with one :meth:`EventFrame.extend` call; everything else
+goes through ``_add``, :meth:`EventFrame.append` without the argument
+checks. Direction and connection change rarely and are kept as runs.
+
+Rows are kept in chunks. The other columns are derived from ``raw`` by
+pyarrow's JSON reader (C++, without the GIL) the first time a DataFrame
+needs them, or on a background thread once a chunk is old, so a burst
+costs the intake little and a first DataFrame never waits for more than
+the newest chunks (docs/benchmarks.md has the figures).
+:meth:`EventFrame.to_pandas` builds the DataFrame from the chunks (strings
+are shared, not copied) and caches it until a new row arrives.
 
 Schema (``COLUMNS``, always in this order, always these dtypes):
 
@@ -43,22 +42,8 @@ eviction ``df.index`` equals ``df.seq``; when ``record_to`` names an existing
 recording, numbering continues after the file's last ``seq``. The index is a
 plain ``RangeIndex`` over the rows currently held.
 
-Extraction rules for the id/text columns, chosen so that the rows of one
-conversation share ``channel`` and ``user`` whatever the event's shape:
-
-* ``channel``: ``event["channel"]`` when it is a string; when it is an object
-  (``channel_created``, ``im_created``, ...) its ``"id"``; when absent,
-  ``event["item"]["channel"]`` (reactions, pins, stars).
-* ``user``: ``event["user"]`` when a string; when an object (``team_join``,
-  ``user_change``) its ``"id"``; when absent, the wrapped message's user
-  (``event["message"]["user"]``: ``message_changed``, ``message_replied``).
-* ``text`` and ``thread_ts``: the top-level field, else the wrapped
-  ``event["message"]``'s (so an edit shows the new text).
-* ``text`` of an ``error`` event without one, whose ``error`` is an object
-  with a ``msg``: ``"<code>: <msg>"`` (just ``<msg>`` without a ``code``), so
-  the row of a malformed frame says what was wrong with it.
-* Any other non-string value in a string column is stored as its JSON text;
-  a ``reply_to`` that is not an integer is ``<NA>`` (``raw`` keeps it).
+The id/text columns follow the rules of :mod:`rtm_notebook.fields` (the one
+place they are written); a reply to a sent message has type ``reply``.
 
 These columns are derived from ``raw`` when it was given, so ``raw`` must be
 the text the event was decoded from. The exceptions, whose columns are
@@ -71,6 +56,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import json
 import operator
 import os
@@ -89,22 +75,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from rtm_notebook.fields import ARROW_PARSE_OPTIONS, derive_arrow, extract
+
 __all__ = ["COLUMNS", "EventFrame"]
 
 COLUMNS = ["received_at", "type", "subtype", "channel", "user", "text", "ts",
            "thread_ts", "event_ts", "reply_to", "direction", "connection", "seq", "raw"]
 
-# Rows per chunk. Converting a full chunk to columns pauses the intake once
-# per chunk; this size keeps that pause at a few milliseconds while making
-# the per-chunk overhead (array headers, one pyarrow chunk per column)
-# negligible. See benchmarks/bench_events.py.
+# Rows per chunk: small enough that sealing one never pauses the intake
+# noticeably, large enough that per-chunk overhead does not count.
 CHUNK_ROWS = 2048
 
-# The chunks' arrays come from the C allocator rather than pyarrow's default
-# pool (mimalloc): mimalloc keeps the builders' freed scratch buffers
-# mapped; at a million events RSS was 3.1x the events' JSON size with it
-# and 2.3x without.
+# The C allocator, not pyarrow's default (mimalloc), which keeps the
+# builders' freed scratch buffers mapped (a third more memory at 1M events).
 _POOL = pa.system_memory_pool()
+_LS = pa.large_string()
 
 # Positions in a row tuple (COLUMNS order; rows are tuples only in read()
 # and in the recorder's lines, never on the intake path).
@@ -112,72 +97,9 @@ _RECEIVED_AT, _REPLY_TO, _DIRECTION, _CONNECTION, _SEQ, _RAW = 0, 9, 10, 11, 12,
 _INT64_MAX = 2**63 - 1
 _NO_FIELDS = (None,) * 9
 
-# What pyarrow's JSON reader extracts from a chunk's raw texts: every field
-# an extraction rule reads, in the shape the common events have. Any other
-# shape (a channel object, a number where a string belongs, text that is no
-# JSON) makes the reader fail for that block; those rows then take the
-# Python rules.
-_LS = pa.large_string()
-_PARSE_OPTIONS = pa_json.ParseOptions(
-    explicit_schema=pa.schema([
-        *[(name, _LS) for name in COLUMNS[1:9]], ("reply_to", pa.int64()),
-        ("item", pa.struct([("channel", _LS)])),
-        ("message", pa.struct([("user", _LS), ("text", _LS), ("thread_ts", _LS)])),
-        ("error", pa.struct([("code", _LS), ("msg", _LS)])),
-    ]),
-    unexpected_field_behavior="ignore")
 # A failing block is split in halves until it parses; blocks this small go
 # to the Python rules directly (bisecting further costs more than it saves).
 _SMALL_BLOCK = 16
-
-
-def _extract(event: dict) -> tuple:
-    """Return (type, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to).
-
-    The Python form of the extraction rules (module docstring), values as
-    found; :func:`_columns` and :func:`_line` normalise them. The JSON-reader path in
-    :func:`_derive` must give the same values: tests compare the two.
-    """
-    get = event.get
-    channel = get("channel")
-    user = get("user")
-    text = get("text")
-    thread_ts = get("thread_ts")
-    if channel.__class__ is not str or user.__class__ is not str or "message" in event:
-        channel, user, text, thread_ts = _resolve(event, channel, user, text, thread_ts)
-    type_ = get("type")
-    if text is None and type_ == "error":
-        error = get("error")
-        if isinstance(error, dict) and error.get("msg") is not None:
-            code = error.get("code")
-            text = f"{_as_text(code)}: {_as_text(error['msg'])}" if code is not None else error["msg"]
-    return (type_, get("subtype"), channel, user, text, get("ts"), thread_ts,
-            get("event_ts"), get("reply_to"))
-
-
-def _resolve(event: dict, channel: Any, user: Any, text: Any, thread_ts: Any) -> tuple:
-    """The nested-object rules, for the events where a plain field is missing."""
-    get = event.get
-    if channel is None:
-        item = get("item")
-        if isinstance(item, dict):
-            channel = item.get("channel")
-    elif isinstance(channel, dict):
-        channel = channel.get("id")
-    if isinstance(user, dict):
-        user = user.get("id")
-    if user is None or text is None or thread_ts is None:
-        message = get("message")
-        if isinstance(message, dict):
-            if user is None:
-                user = message.get("user")
-                if isinstance(user, dict):
-                    user = user.get("id")
-            if text is None:
-                text = message.get("text")
-            if thread_ts is None:
-                thread_ts = message.get("thread_ts")
-    return channel, user, text, thread_ts
 
 
 def _fields_of_raw(raw: str) -> tuple:
@@ -189,7 +111,7 @@ def _fields_of_raw(raw: str) -> tuple:
             event = json.loads(raw)
         except (ValueError, RecursionError):
             return _NO_FIELDS
-    return _extract(event) if isinstance(event, dict) else _NO_FIELDS
+    return extract(event) if isinstance(event, dict) else _NO_FIELDS
 
 
 def _encode(event: Any) -> bytes:
@@ -244,9 +166,8 @@ def _string_array(values) -> pa.Array:
 
 def _held(texts: list[bytes]) -> np.ndarray:
     """Bytes objects held for a sealed chunk, in a numpy object array: the
-    cyclic GC does not see numpy arrays (and bytes cannot form cycles),
-    where it traverses a tuple or list item by item, touching each object.
-    Hundreds of chunks' tuples in one young generation made a 24 ms pass."""
+    cyclic GC does not traverse it (bytes cannot form cycles), where it
+    would touch every item of a tuple or list on each young collection."""
     return np.array(texts, dtype=object)
 
 
@@ -309,7 +230,7 @@ def _read_json(raw: pa.Array) -> list[pa.Array]:
     lines = pc.binary_join_element_wise(raw, pa.scalar("", _LS), pa.scalar("\n", _LS), memory_pool=_POOL)
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
     start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
-    table = pa_json.read_json(pa.BufferReader(lines.buffers()[2][start:end]), parse_options=_PARSE_OPTIONS,
+    table = pa_json.read_json(pa.BufferReader(lines.buffers()[2][start:end]), parse_options=ARROW_PARSE_OPTIONS,
                               read_options=pa_json.ReadOptions(use_threads=False, block_size=end - start + 1))
     if table.num_rows != n:  # raw texts that are not one JSON object each
         raise ValueError("row count")
@@ -317,16 +238,7 @@ def _read_json(raw: pa.Array) -> list[pa.Array]:
     for name in table.column_names:
         column = table.column(name)
         col[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks(memory_pool=_POOL)
-    item, message, error = col["item"], col["message"], col["error"]
-    col["channel"] = pc.coalesce(col["channel"], pc.struct_field(item, [0]), memory_pool=_POOL)
-    for i, name in enumerate(("user", "text", "thread_ts")):
-        col[name] = pc.coalesce(col[name], pc.struct_field(message, [i]), memory_pool=_POOL)
-    # An error event without text says "<code>: <msg>" (or just <msg>).
-    code, msg = pc.struct_field(error, [0]), pc.struct_field(error, [1])
-    said = pc.coalesce(pc.binary_join_element_wise(code, msg, pa.scalar(": ", _LS)), msg)
-    is_error = pc.fill_null(pc.equal(col["type"], pa.scalar("error", _LS)), False)
-    col["text"] = pc.coalesce(col["text"], pc.if_else(is_error, said, pa.nulls(n, _LS)), memory_pool=_POOL)
-    return [col[name] for name in COLUMNS[1:10]]
+    return derive_arrow(col, n, _POOL)
 
 
 class _Chunk:
@@ -384,7 +296,7 @@ class _Chunk:
 
     @classmethod
     def from_runs(cls, times: list[float], texts: np.ndarray, odd: dict, runs: list,
-                  first_seq: int) -> "_Chunk":
+                  first_seq: int) -> _Chunk:
         """A chunk of appended rows, raw texts as UTF-8 bytes (_held);
         direction/connection given as runs ``(first row, direction,
         connection)``."""
@@ -400,7 +312,7 @@ class _Chunk:
         return cls(times, texts, direction, connection, first_seq, odd)
 
     @classmethod
-    def from_rows(cls, rows: list[tuple]) -> "_Chunk":
+    def from_rows(cls, rows: list[tuple]) -> _Chunk:
         """A chunk of complete row tuples (COLUMNS order), as read() has them."""
         cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
         fields = [_string_array(cols[i]) for i in range(1, 9)]
@@ -426,10 +338,9 @@ def _constant_direction(direction: str, n: int) -> pa.Array:
     return pa.array([direction] * n, type=_LS, memory_pool=_POOL)
 
 
-# Chunks parsed together: one JSON reader call and a handful of compute
-# calls per batch, each a GIL round trip that may wait a whole switch
-# interval (5 ms) while the intake thread runs Python. Small enough that a
-# batch's shared buffers do not outlive max_rows eviction by much.
+# Chunks parsed together: each reader call is a GIL round trip that may wait
+# a switch interval behind the intake; few enough that a batch's shared
+# buffers do not outlive max_rows eviction by much.
 _BATCH = 8
 
 
@@ -450,11 +361,9 @@ def _derive_many(chunks: list[_Chunk]) -> None:
         c.fields()
 
 
-# Sealed chunks whose columns wait for a DataFrame to need them; older ones
-# are derived in the background. Deriving costs about 2 us of CPU per row
-# whenever it happens: a burst or a frame nobody looks at never pays it, and
-# a first to_pandas() never has more than this many chunks (~260k rows,
-# a few hundred ms) to derive itself.
+# Sealed chunks whose columns wait for a DataFrame to need them (~260k
+# rows); older ones are derived in the background, so a first to_pandas()
+# never derives more than these itself.
 _LAZY_CHUNKS = 128
 
 
@@ -475,7 +384,7 @@ class _Deriver:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="EventFrame derive", daemon=True)
+                    self._thread = threading.Thread(target=self._run, name="rtm-eventframe-derive", daemon=True)
                     self._thread.start()
 
     def help(self, batches: list[list[_Chunk]]) -> threading.Event:
@@ -518,8 +427,8 @@ _deriver = _Deriver()
 def _derive_all(chunks: list[_Chunk]) -> None:
     """Derive the chunks' columns not derived yet, half of them on the
     background thread: the JSON reader runs without the GIL, so the two
-    halves run in parallel. (Not on a thread pool: each new thread's malloc
-    arena kept ~60 MB of parsing scratch at a million rows.)"""
+    halves run in parallel. (Not a thread pool: each new thread's malloc
+    arena would keep its parsing scratch.)"""
     todo = [c for c in chunks if c._fields is None]
     batches = [todo[i:i + _BATCH] for i in range(0, len(todo), _BATCH)]
     done = _deriver.help(batches[1::2]) if len(batches) > 1 and (os.cpu_count() or 1) > 1 else None
@@ -581,7 +490,7 @@ class _Recorder:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.put = self._queue.put
         self._error_reported = False
-        self._thread = threading.Thread(target=self._run, name=f"EventFrame writer {self.path}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="rtm-eventframe-writer", daemon=True)
         self._thread.start()
         self._closed = False
 
@@ -708,20 +617,6 @@ def _parse_line(line: bytes) -> tuple | None:
     return row if received_at.__class__ is float else (float(received_at), *row[1:])
 
 
-class _Lane:
-    """An EventFrame's open chunk, for a connection to append received
-    frames to: ``texts.append(frame)``, then ``times.append(received_at)``
-    (last: a reader takes ``len(times)`` rows), then ``seal()`` once
-    ``len(times)`` reaches ``limit``. The frames must be bytes of UTF-8 JSON
-    event objects (what orjson decoded); anything else goes through
-    ``EventFrame._add``."""
-
-    __slots__ = ("texts", "times", "limit", "seal")
-
-    def __init__(self, texts: list[bytes], times: list[float], limit: int, seal: Any) -> None:
-        self.texts, self.times, self.limit, self.seal = texts, times, limit, seal
-
-
 class EventFrame:
     """Append-only record of RTM events, viewed as a pandas DataFrame.
 
@@ -759,17 +654,15 @@ class EventFrame:
         # The raw texts as UTF-8 bytes: received frames as they arrived. Kept
         # as objects until a DataFrame needs them (_Chunk.raw): copying each
         # frame into one buffer, and that buffer into a chunk, cost the intake
-        # more than the rest of recording. _times and _texts are cleared,
-        # never replaced: a _Lane holds them.
+        # more than the rest of recording.
         self._texts: list[bytes] = []
         self._odd: dict[int, tuple] = {}    # row -> fields extracted at append time
         self._runs: list[tuple] = []        # (first row, direction, connection)
         self._first_seq = 0
         # The run the next row continues without a check of its own (None:
-        # the next append starts a run), and the run of a lane's rows.
+        # the next append starts a run).
         self._direction: Any = None
         self._connection: Any = None
-        self._lane_run: tuple[str, int] | None = None
         self._cache: pd.DataFrame | None = None
         self._cache_key = -1
         self._recorder: _Recorder | None = None
@@ -816,9 +709,8 @@ class EventFrame:
             except UnicodeDecodeError:
                 raw = bytearray(raw)  # any other raw: kept escaped, the columns extracted from event
             else:
-                # A copy: the row keeps the object until a DataFrame needs it,
-                # and a bytes object can hold more memory than its length
-                # (orjson.dumps' hold ~4 KiB each).
+                # A copy: the row keeps the object, and a bytes object can
+                # hold more memory than its length (orjson.dumps' do).
                 raw = bytes(memoryview(raw))
         seq = self._first_seq + len(self._times)  # the same after a seal: first_seq then grows by the rows sealed
         self._add(event, raw, "in" if direction == "in" else "out", connection, received_at)
@@ -844,31 +736,50 @@ class EventFrame:
             # Each line carries every column, now: the writer thread would
             # hold the GIL longer parsing raw again than this takes.
             self._record((received_at, direction, connection, self._first_seq + n, raw,
-                          self._odd.get(n) or _extract(event)))
+                          self._odd.get(n) or extract(event)))
 
-    def _lane(self, connection: int) -> "_Lane | None":
-        """Where a connection records the frames it receives itself, without
-        a Python call per frame (see Connection._read); from now on those
-        rows are ("in", connection). None when recording to a file, whose
-        lines need each row's columns at once."""
+    def extend(self, frames: Sequence[bytes], received_at: float, *, connection: int,
+               events: Sequence[dict] | None = None) -> None:
+        """Record many received frames at once, all stamped ``received_at``:
+        the client's read loop calls this once per wake-up.
+
+        ``frames`` are bytes objects holding UTF-8 JSON event objects, as
+        they arrived (kept as they are, not copied: the call per frame,
+        or a copy, cost more than the rest of recording). ``events`` are
+        the same frames decoded; only a ``record_to`` file needs them (its
+        lines carry the columns), and without them the frames are parsed
+        again. Anything else goes through :meth:`append`.
+        """
+        if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
+            connection = _connection_number(connection)
+        if received_at.__class__ is not float or not -1e11 < received_at < 1e11:
+            received_at = _seconds(received_at)
         if self._record is not None:
-            return None
-        self._lane_run = ("in", connection)
-        self._run_for("in", connection, len(self._times))
-        return _Lane(self._texts, self._times, self._chunk_rows, self._seal)
+            for i, raw in enumerate(frames):
+                event = events[i] if events is not None else orjson.loads(raw)
+                self._add(event, raw, "in", connection, received_at)
+            return
+        times, texts, limit = self._times, self._texts, self._chunk_rows
+        done, total = 0, len(frames)
+        while done < total:
+            n = len(times)
+            if n >= limit:
+                self._seal()
+                n = 0
+            if self._direction != "in" or self._connection != connection:
+                self._run_for("in", connection, n)
+            take = min(limit - n, total - done)
+            texts.extend(frames if take == total else frames[done:done + take])
+            times.extend(itertools.repeat(received_at, take))  # last: to_pandas() reads len(times) rows
+            done += take
 
     def _run_for(self, direction: str, connection: int, n: int) -> None:
-        """Put row n in a run (direction, connection); a lane's rows, which
-        never check, continue the lane's run after it."""
+        """Put row n in a run (direction, connection)."""
         runs = self._runs
         if runs and runs[-1][0] == n:  # left empty by the row before
             runs.pop()
         if not runs or runs[-1][1] != direction or runs[-1][2] != connection:
             runs.append((n, direction, connection))
-        lane = self._lane_run
-        if lane is not None and lane != (direction, connection):
-            runs.append((n + 1, *lane))
-            direction, connection = lane
         self._direction, self._connection = direction, connection
 
     def _odd_row(self, event: dict, raw: Any, n: int) -> bytes:
@@ -881,7 +792,7 @@ class EventFrame:
                 return raw.encode()
             except UnicodeEncodeError:  # lone surrogates: what is kept is not quite that JSON
                 pass
-        self._odd[n] = _extract(event)
+        self._odd[n] = extract(event)
         if raw is None:
             raw = _encode(event)
         return _as_text(raw).encode()
@@ -956,7 +867,7 @@ class EventFrame:
         return f"<EventFrame {len(self)} rows{bound}{where}>"
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "EventFrame":
+    def read(cls, path: str | os.PathLike) -> EventFrame:
         """Load a ``record_to`` recording into a new (not recording) EventFrame.
 
         Unreadable lines (a line cut short by a crash, typically the last)
@@ -999,7 +910,7 @@ class EventFrame:
         if self._finalizer is not None:
             self._finalizer()
 
-    def __enter__(self) -> "EventFrame":
+    def __enter__(self) -> EventFrame:
         return self
 
     def __exit__(self, *exc: object) -> None:

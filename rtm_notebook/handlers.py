@@ -11,6 +11,12 @@ queue in arrival order on its own:
 A handler that raises is counted (``errors``, ``last_error``) and reported
 through the registry's ``on_error`` callback, which the client turns into a
 recorded ``error`` event; the handler keeps receiving events.
+
+Stopping the client delivers: each worker is given every event queued for
+it before the stop (the ``close`` event included) and then ends; a handler
+still busy after ``STOP_TIMEOUT`` seconds is left to finish its call and
+what it had not started is counted in ``dropped``. Removing or replacing a
+handler drops its queue at once, counted the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from contextlib import AbstractContextManager
 from time import perf_counter
 from typing import Any
 
-__all__ = ["Handler", "HandlerRegistry", "STOP_TIMEOUT"]
+from rtm_notebook.loops import hand_over
+
+__all__ = ["ErrorEvent", "Handler", "HandlerRegistry", "STOP_TIMEOUT"]
 
 # How long stopping waits for a sync handler that is still inside a call
 # before leaving its thread to finish on its own (it exits right after).
@@ -39,10 +47,28 @@ _STOP = object()
 _FILTER_KEYS = ("match", "channel", "subtype")
 
 
+class ErrorEvent(dict):
+    """An ``error`` event the client made from an exception, which it carries
+    as :attr:`exception`: seed ``error`` callbacks get that as ``data`` (as in
+    slackclient 2.x); modern handlers, the record and the taps get the dict."""
+
+    __slots__ = ("exception",)
+
+    def __init__(self, fields: dict, exception: BaseException | None) -> None:
+        super().__init__(fields)
+        self.exception = exception
+
+
+def _seed_data(event: dict) -> Any:
+    if event.__class__ is ErrorEvent and event.exception is not None:
+        return event.exception
+    return event
+
+
 def _is_async(fn: Callable) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(fn, "__call__", None)
+    call = getattr(fn, "__call__", None)  # noqa: B004 (the method itself is inspected, not whether fn is callable)
     return call is not None and inspect.iscoroutinefunction(call)
 
 
@@ -60,7 +86,8 @@ class Handler:
     ``calls`` counts completed calls (including those that raised),
     ``errors`` those that raised, ``last_error`` is the latest exception's
     repr, ``total_time`` the seconds spent inside the handler, ``busy_for``
-    how long the call in progress has been running.
+    how long the call in progress has been running, ``dropped`` the events
+    it was given and never ran for (see the module docs).
     """
 
     def __init__(
@@ -100,7 +127,9 @@ class Handler:
         self._subtypes = _as_set(filters.get("subtype"))
         self._has_filters = bool(filters)
         self._registry: HandlerRegistry | None = None
-        self._stopped = False
+        self.dropped = 0
+        # A sync worker's own: set when it is to drop what is left instead of running it.
+        self._drop = threading.Event()
         # async handlers: deque + a wake-up future; sync: a thread-safe queue.
         self._queue: Any = queue.SimpleQueue() if not self.is_async else deque()
         self._wake: asyncio.Future | None = None
@@ -174,8 +203,10 @@ class Handler:
             self._task = loop.create_task(self._run_async(), name=f"rtm-handler-{self.name}")
         else:
             self._exited = loop.create_future()
+            self._drop = threading.Event()
             self._thread = threading.Thread(
-                target=self._run_sync, args=(loop, self._exited), name=f"rtm-handler-{self.name}", daemon=True
+                target=self._run_sync, args=(loop, self._exited, self._queue, self._drop),
+                name=f"rtm-handler-{self.name}", daemon=True
             )
             self._thread.start()
 
@@ -186,7 +217,7 @@ class Handler:
         fn = self.fn
         if self.style == "seed":
             base = dict(reg.seed_kwargs(self.is_async)) if reg.seed_kwargs else {}
-            return lambda event: fn(**base, data=event)
+            return lambda event: fn(**base, data=_seed_data(event))
         return functools.partial(fn, reg.owner)
 
     async def _run_async(self) -> None:
@@ -199,6 +230,8 @@ class Handler:
                 await self._wake
                 continue
             event = q.popleft()
+            if event is _STOP:
+                return
             if self._has_filters and not self.accepts(event):
                 continue
             self._busy_since = start = perf_counter()
@@ -217,16 +250,19 @@ class Handler:
             finally:
                 self._busy_since = None
 
-    def _run_sync(self, loop: asyncio.AbstractEventLoop, exited: asyncio.Future) -> None:
-        # q and exited are this thread's own: after a stop that timed out, a
-        # restarted handler has new ones while this thread finishes its call.
-        q = self._queue
+    def _run_sync(self, loop: asyncio.AbstractEventLoop, exited: asyncio.Future, q: queue.SimpleQueue,
+                  drop: threading.Event) -> None:
+        # q, drop and exited are this thread's own: after a stop that timed
+        # out, a restarted handler has new ones while this thread finishes its call.
         call = self._caller()
         try:
             while True:
                 event = q.get()
-                if event is _STOP or self._stopped:
+                if event is _STOP:
                     return
+                if drop.is_set():
+                    self.dropped += 1
+                    continue
                 if self._has_filters and not self.accepts(event):
                     continue
                 self._busy_since = start = perf_counter()
@@ -238,10 +274,8 @@ class Handler:
                         call(event)
                 except Exception as exc:
                     self.total_time += perf_counter() - start
-                    tb = _format(exc)
-                    try:
-                        loop.call_soon_threadsafe(self._report, exc, tb, event)
-                    except RuntimeError:  # the loop has closed: count it, nobody can be told
+                    if not hand_over(loop, self._report, exc, _format(exc), event):
+                        # the loop has closed: count it, nobody can be told
                         self.errors += 1
                         self.last_error = repr(exc)
                 else:
@@ -250,10 +284,7 @@ class Handler:
                 finally:
                     self._busy_since = None
         finally:
-            try:
-                loop.call_soon_threadsafe(_resolve, exited)
-            except RuntimeError:  # the loop is already closed: nobody waits
-                pass
+            hand_over(loop, _resolve, exited)  # False: the loop has closed, nobody waits
 
     def _report(self, exc: Exception, tb: str, event: dict) -> None:
         """Count a failed call and tell the registry (on the loop)."""
@@ -263,34 +294,46 @@ class Handler:
         if reg is not None and reg.on_error is not None:
             reg.on_error(self, exc, tb, event)
 
-    async def _stop(self) -> None:
-        """Stop the worker; events not yet started are dropped."""
-        self._stopped = True
+    async def _stop(self, deliver: bool) -> None:
+        """End the worker, once it has run what is queued (``deliver``) or dropping it."""
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            self._queue.clear()
+            reg = self._registry
+            if not deliver or (reg is not None and task is reg.stopped_by):
+                # A handler that stops the client waits for the stop: it is
+                # cancelled out of that call rather than waited for.
+                self._drop_queued()
+                task.cancel()
+            self._offer_async(_STOP)
+            await asyncio.wait([task], timeout=STOP_TIMEOUT)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+            self._drop_queued()
         if self._thread is not None:
+            if not deliver:
+                self._drop.set()
             self._queue.put(_STOP)
             exited = self._exited
-            if exited is not None and not self._thread.is_alive():
-                exited = None
-            if exited is not None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
-                except TimeoutError:
-                    return  # still inside a long call; daemon thread exits after it
+            if exited is not None and self._thread.is_alive():
+                await asyncio.wait([exited], timeout=STOP_TIMEOUT)
+                if not exited.done():
+                    # Still inside a long call: it drops the rest and exits after it.
+                    self._drop.set()
+                    self._thread = None
+                    return
             self._thread.join(timeout=1.0)
             self._thread = None
 
-    def _stop_threadsafe(self) -> None:
+    def _drop_queued(self) -> None:
+        q = self._queue
+        self.dropped += sum(1 for event in q if event is not _STOP)
+        q.clear()
+
+    def _stop_offline(self) -> None:
         """Stop without a loop (the loop has already gone): tell the thread to exit."""
-        self._stopped = True
         if self._thread is not None:
+            self._drop.set()
             self._queue.put(_STOP)
             if self._thread is not threading.current_thread():
                 self._thread.join(timeout=STOP_TIMEOUT)
@@ -335,6 +378,8 @@ class HandlerRegistry:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: set[asyncio.Task] = set()
         self._anon = itertools.count(1)
+        #: the task that asked the client to stop, when it is a handler's worker
+        self.stopped_by: asyncio.Task | None = None
 
     def __len__(self) -> int:
         return len(self._handlers)
@@ -350,10 +395,6 @@ class HandlerRegistry:
 
     def __repr__(self) -> str:
         return f"<HandlerRegistry {len(self._handlers)} handlers: {', '.join(self._handlers) or '-'}>"
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        return self._loop
 
     def add(
         self,
@@ -414,7 +455,7 @@ class HandlerRegistry:
 
     def stats(self) -> list[dict]:
         """One dict per handler: name, event, style, kind, calls, errors, last_error, mean_time, queued,
-        busy_for (seconds the call in progress has run, None when idle), filters."""
+        dropped, busy_for (seconds the call in progress has run, None when idle), filters."""
         return [
             {
                 "name": h.name,
@@ -426,6 +467,7 @@ class HandlerRegistry:
                 "last_error": h.last_error,
                 "mean_time": h.mean_time,
                 "queued": h.queued,
+                "dropped": h.dropped,
                 "busy_for": h.busy_for,
                 "filters": {k: getattr(v, "pattern", v) for k, v in h.filters.items()},
             }
@@ -452,12 +494,12 @@ class HandlerRegistry:
             h._start(self, loop)
 
     async def stop(self) -> None:
-        """Stop every worker (handlers stay registered; :meth:`start` restarts them)."""
+        """Stop every worker once it has run what is queued for it (handlers stay
+        registered; :meth:`start` restarts them)."""
         handlers = list(self._handlers.values())
         # together: several handlers stuck in long calls cost one timeout, not one each
-        await asyncio.gather(*(h._stop() for h in handlers))
+        await asyncio.gather(*(h._stop(deliver=True) for h in handlers))
         for h in handlers:
-            h._stopped = False
             h._queue = deque() if h.is_async else queue.SimpleQueue()
             if not h.is_async:
                 h.offer = h._queue.put
@@ -465,12 +507,17 @@ class HandlerRegistry:
             await asyncio.gather(*self._stopping, return_exceptions=True)
         self._loop = None
 
+    def stop_offline(self) -> None:
+        """Stop every worker when no loop runs any more (threads are told to exit)."""
+        for h in self._handlers.values():
+            h._stop_offline()
+
     def _retire(self, handler: Handler) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            handler._stop_threadsafe()
+            handler._stop_offline()
             return
-        task = loop.create_task(handler._stop())
+        task = loop.create_task(handler._stop(deliver=False), name=f"rtm-retire-{handler.name}")
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 

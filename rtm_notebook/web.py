@@ -25,6 +25,7 @@ import asyncio
 import json as jsonlib
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from ssl import SSLCertVerificationError
@@ -36,7 +37,7 @@ import orjson
 from rtm_notebook import __version__
 from rtm_notebook.errors import FATAL_CONNECT_ERRORS, SlackApiError, SlackClientError
 
-__all__ = ["SlackResponse", "AsyncWebClient", "WebClient", "DEFAULT_BASE_URL", "mask_token"]
+__all__ = ["SlackResponse", "AsyncWebClient", "WebClient", "WebClients", "DEFAULT_BASE_URL", "mask_token", "retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def _build_request(method: str, *, token: str | None, base_url: str, http_verb: 
 # --- response interpretation --------------------------------------------------
 
 
-def _retry_after(headers: Mapping[str, str]) -> float:
+def retry_after(headers: Mapping[str, str]) -> float:
     try:
         seconds = float(headers.get("retry-after") or headers.get("Retry-After") or "")
     except (TypeError, ValueError):
@@ -262,12 +263,12 @@ def _outcome(method: str, status_code: int, headers: Mapping[str, str], content:
     number of seconds to wait before retrying. Raises SlackApiError."""
     retryable = status_code == 429 or status_code >= 500
     if retryable and attempt < max_retries:
-        return _retry_after(headers) if status_code == 429 else _backoff(attempt)
+        return retry_after(headers) if status_code == 429 else _backoff(attempt)
     response = _parse(method, status_code, headers, content, secret)
     if status_code == 429:
         raise SlackApiError(
             f"Slack's {method} is rate limited (HTTP 429) and still was after {attempt} "
-            f"retr{'y' if attempt == 1 else 'ies'}; Slack asked to wait {_retry_after(headers):g} s. "
+            f"retr{'y' if attempt == 1 else 'ies'}; Slack asked to wait {retry_after(headers):g} s. "
             "Call it less often.",
             response,
         )
@@ -505,3 +506,30 @@ def _next_cursor(page: SlackResponse) -> str | None:
     meta = page.get("response_metadata")
     cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
     return cursor if isinstance(cursor, str) and cursor else None
+
+
+class WebClients:
+    """One client's pair of Web API clients, made on first use with its token and
+    HTTP options: an :class:`AsyncWebClient` for its loop, a :class:`WebClient`
+    for other threads (sync handlers). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._clients: dict[bool, AsyncWebClient | WebClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, is_async: bool, token: str | None, options: dict) -> AsyncWebClient | WebClient:
+        with self._lock:
+            client = self._clients.get(is_async)
+            if client is None:
+                kind = AsyncWebClient if is_async else WebClient
+                client = self._clients[is_async] = kind(token, **options)
+            return client
+
+    def forget(self) -> AsyncWebClient | None:
+        """Drop both (closing the sync one); the async one is returned, to be awaited closed."""
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        sync = clients.get(False)
+        if sync is not None:
+            sync.close()
+        return clients.get(True)

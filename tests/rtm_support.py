@@ -47,7 +47,7 @@ def assert_clean(rtm: RTMClient, before: set) -> None:
     leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
     assert leftover == set(), leftover
     assert rtm_threads() == []
-    assert rtm._conn is None
+    assert rtm._link is None
 
 
 async def no_sockets_left(sim) -> None:

@@ -41,7 +41,7 @@ class Socket:
         self.frames: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, sim, token: str | None = None, **args: Any) -> "Socket":
+    async def open(cls, sim, token: str | None = None, **args: Any) -> Socket:
         url = socket_url(sim, token, **args)
         return cls(await websockets.connect(url, max_size=None, ping_interval=None))
 
@@ -61,7 +61,7 @@ class Socket:
                 return frame
         raise AssertionError("no matching frame")
 
-    async def hello(self) -> "Socket":
+    async def hello(self) -> Socket:
         frame = await self.recv()
         assert frame == {"type": "hello", "sim_seq": 1}
         return self

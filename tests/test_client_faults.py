@@ -6,18 +6,12 @@ import json
 import pytest
 
 from rtm_notebook import RTMClient
-from rtm_notebook import client as client_module
+from rtm_notebook import session as client_module
 from rtm_notebook.errors import FATAL_CONNECT_ERRORS, RTMConnectError
-from rtm_notebook.sim import SimWorkspace
 
 from rtm_support import GUARD, assert_clean, client_for, general, human, until
 
-
-@pytest.fixture
-def sim():
-    # One workspace per test: faults and counters must not leak between tests.
-    with SimWorkspace(seed=11) as workspace:
-        yield workspace
+SIM_SEED = 11
 
 
 def recorded(rtm, type_):
@@ -118,7 +112,7 @@ async def test_fatal_connect_errors_stop_after_one_attempt(sim, code):
     assert info.value.error == code and FATAL_CONNECT_ERRORS[code] in str(info.value)
     assert len(sim.connect_calls) == 1
     assert rtm.last_error is info.value
-    await until(lambda: rtm._session_task.done(), "the session released everything and ended")
+    await until(lambda: rtm._runner.task.done(), "the session released everything and ended")
     assert_clean(rtm, before)
     assert recorded(rtm, "error")[-1]["error"]["code"] == code
     assert sim.token not in str(info.value)
@@ -235,13 +229,27 @@ async def test_no_reconnect_when_auto_reconnect_is_off(sim):
     await rtm.stop()
 
 
+def _delay(attempt: int) -> float:
+    backoff = client_module.Backoff()
+    backoff.attempt = attempt
+    return backoff.delay()
+
+
 def test_backoff_grows_with_jitter_and_is_capped():
-    assert client_module._backoff(0) == 0
+    assert _delay(0) == 0
     for attempt in range(1, 12):
         full = min(client_module.RECONNECT_MAX, client_module.RECONNECT_BASE * 2 ** (attempt - 1))
-        delays = [client_module._backoff(attempt) for _ in range(50)]
+        delays = [_delay(attempt) for _ in range(50)]
         assert all(full / 2 <= d <= full for d in delays)
         assert len(set(delays)) > 1
+
+
+def test_backoff_resets_after_a_healthy_session_and_waits_retry_after_exactly():
+    backoff = client_module.Backoff()
+    assert backoff.failed(retry_after=7.0) == 7.0 and backoff.attempt == 1
+    backoff.failed()
+    assert backoff.ended(lasted=None) > 0 and backoff.attempt == 3
+    assert backoff.ended(lasted=client_module.HEALTHY_AFTER) == 0 and backoff.attempt == 0
 
 
 async def test_presence_subscription_is_renewed_after_reconnect(sim):
@@ -274,7 +282,7 @@ def logged_delays(caplog):
 
 
 async def test_backoff_grows_for_short_sessions_and_resets_after_a_healthy_one(sim, caplog, monkeypatch):
-    caplog.set_level("INFO", logger="rtm_notebook.client")
+    caplog.set_level("INFO", logger="rtm_notebook.session")
     monkeypatch.setattr(client_module, "HEALTHY_AFTER", 3600.0)  # no session counts as healthy
     rtm = client_for(sim)
     await rtm.connect()
@@ -324,7 +332,7 @@ async def test_connect_answer_with_oddly_shaped_name_lists_still_connects(sim, v
 
 
 async def test_unexpected_error_reading_the_connect_answer_is_recorded_and_retried(sim, monkeypatch):
-    learn = RTMClient._learn_names
+    learn = RTMClient._connected
     failures = []
 
     def fails_once(self, data):
@@ -334,7 +342,7 @@ async def test_unexpected_error_reading_the_connect_answer_is_recorded_and_retri
             raise failures[0]
         learn(self, data)
 
-    monkeypatch.setattr(RTMClient, "_learn_names", fails_once)
+    monkeypatch.setattr(RTMClient, "_connected", fails_once)
     rtm = client_for(sim)
     await asyncio.wait_for(rtm.connect(), GUARD)
     assert len(sim.connect_calls) == 2

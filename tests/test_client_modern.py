@@ -11,23 +11,18 @@ import orjson
 import pytest
 
 from rtm_notebook import RTMClient
-from rtm_notebook.connection import _parsed_frames
 from rtm_notebook.errors import (
     MessageTooLargeError,
-    NotConnectedError,
     ReplyError,
     SlackClientError,
+    SlackClientNotConnectedError,
 )
-from rtm_notebook.sim import SimWorkspace
+from rtm_notebook.rtm.connection import parsed_frames
 from rtm_notebook.web import AsyncWebClient, WebClient
 
-from rtm_support import GUARD, assert_clean, no_sockets_left, client_for, general, human, rtm_threads, until
+from rtm_support import GUARD, assert_clean, client_for, general, human, no_sockets_left, rtm_threads, until
 
-
-@pytest.fixture(scope="module")
-def sim():
-    with SimWorkspace(seed=3) as workspace:
-        yield workspace
+SIM_SEED = 3
 
 
 @pytest.fixture(autouse=True)
@@ -284,7 +279,7 @@ async def test_bad_handlers_are_rejected_clearly(sim):
         @rtm.on
         def bare(client, event):
             pass
-    with pytest.raises(NotConnectedError, match="start"):
+    with pytest.raises(SlackClientNotConnectedError, match="start"):
         rtm.send_message(general(sim), "too early")
 
 
@@ -352,7 +347,7 @@ async def test_stop_leaves_nothing_and_pending_sends_fail_explicitly(sim):
     from rtm_notebook.errors import DeliveryError
 
     assert any(isinstance(o, DeliveryError) for o in outcomes)
-    with pytest.raises(NotConnectedError):
+    with pytest.raises(SlackClientNotConnectedError):
         rtm.send_message(general(sim), "after stop")
     # stop() twice is fine, and a stopped client starts again
     await rtm.stop()
@@ -461,7 +456,7 @@ async def test_received_at_lies_between_the_send_and_the_handler(sim):
     handled = {}
     rtm.on("message")(lambda client, event: handled.setdefault(event["event_ts"], time.time()))
     await rtm.connect()
-    assert isinstance(_parsed_frames(rtm._conn.ws), collections.deque), \
+    assert isinstance(parsed_frames(rtm._link.ws), collections.deque), \
         "aiohttp no longer exposes its queue of parsed frames: every frame now reads the clock"
     sim.set_rate(3000)
     await until(lambda: len(handled) >= 600, "600 messages to reach the handler")

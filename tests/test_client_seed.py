@@ -15,10 +15,9 @@ import pytest
 
 from rtm_notebook import RTMClient
 from rtm_notebook.errors import SlackClientError
-from rtm_notebook.sim import SimWorkspace
 from rtm_notebook.web import AsyncWebClient, WebClient
 
-from rtm_support import GUARD, assert_clean, no_sockets_left, general, human, until
+from rtm_support import GUARD, assert_clean, general, human, no_sockets_left, until
 
 SEED_EXAMPLE = '''
 import os
@@ -49,18 +48,7 @@ print("START RETURNED", rtm_client.state, sorted(t.name for t in threading.enume
 '''
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with SimWorkspace(seed=5) as workspace:
-        yield workspace
-
-
-@pytest.fixture(autouse=True)
-def seed_registry():
-    """Seed callbacks are global to the class (as in slackclient): isolate each test."""
-    RTMClient._callbacks.clear()
-    yield
-    RTMClient._callbacks.clear()
+SIM_SEED = 5
 
 
 def run_script(sim, tmp_path, body: str) -> subprocess.Popen:
@@ -122,7 +110,8 @@ async def test_seed_example_on_a_running_loop(sim):
     # The example verbatim, inside a coroutine: start() must not block or raise.
     @RTMClient.run_on(event="message")
     def say_hello(**payload):
-        data = payload['data']; web_client = payload['web_client']
+        data = payload['data']
+        web_client = payload['web_client']
         if 'text' in data and 'Hello' in data['text']:
             web_client.chat_postMessage(channel=data['channel'], text=f"Hi <@{data['user']}>!", thread_ts=data['ts'])
     rtm_client = RTMClient(token=sim.token, connect_method='rtm.start', base_url=sim.base_url)
@@ -265,7 +254,7 @@ def test_redefining_a_seed_callback_replaces_it():
     for text in ("first", "second"):
         @RTMClient.run_on(event="message")
         def greet(**payload):  # the same notebook cell, run twice
-            return text
+            return text  # noqa: B023 (late binding is the point: the cell's latest text)
     assert [cb() for cb in RTMClient._callbacks["message"]] == ["second"]
     rtm = RTMClient(token="xoxb-x")
     assert [h.name for h in rtm.handlers] == [f"seed:message:{__name__}.test_redefining_a_seed_callback_replaces_it.<locals>.greet"]

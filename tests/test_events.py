@@ -183,7 +183,7 @@ def test_frames_recorded_as_bytes_keep_their_exact_text_across_chunks():
     n = CHUNK_ROWS + 5
     texts = [f"héllo {i} 👋" if i % 3 else f"hello {i}" for i in range(n)]
     raws = [orjson.dumps({**message(i), "text": texts[i]}) for i in range(n)]
-    for i, raw in enumerate(raws):
+    for raw in raws:
         frame.append(orjson.loads(raw), raw)
     frame.append(message(n), b'{"type":"message","text":"\xff"}')  # not UTF-8
     frame.append({**message(n + 1), "text": "\ud800"}, '{"type":"message","text":"\ud800"}')  # lone surrogate

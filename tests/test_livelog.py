@@ -168,7 +168,7 @@ async def test_handler_output_rows(log):
 
 
 async def test_with_a_real_client_status_names_and_no_token():
-    from rtm_notebook.client import RTMClient
+    from rtm_notebook.seed import RTMClient
     from rtm_notebook.sim import SimWorkspace
 
     with SimWorkspace(rate=0) as sim:
@@ -203,7 +203,7 @@ async def test_displaying_the_client_shows_its_live_log(capsys):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.display import display
 
-    from rtm_notebook.client import RTMClient
+    from rtm_notebook.seed import RTMClient
     from rtm_notebook.sim import SimWorkspace
 
     InteractiveShell.instance()  # display() as in IPython; no kernel, so the log is text

@@ -28,18 +28,6 @@ from rtm_notebook.notebook.magics import compile_handler
 from rtm_notebook.notebook.output import HandlerSink, install_routing, uninstall_routing
 
 
-@pytest.fixture
-def shell():
-    shell = InteractiveShell.instance()
-    for var in ("SLACK_BOT_TOKEN", "SLACK_API_TOKEN"):
-        assert var not in __import__("os").environ, f"unset {var} to run these tests (they use the simulated workspace)"
-    shell.run_line_magic("load_ext", "rtm_notebook")
-    yield shell
-    shell.run_line_magic("unload_ext", "rtm_notebook")
-    for name in [n for n in shell.user_ns if n.startswith(("rtm", "bot", "_test_"))]:
-        del shell.user_ns[name]
-
-
 def usage_error(shell: InteractiveShell, cell: str) -> str:
     result = shell.run_cell(cell)
     assert isinstance(result.error_in_exec, UsageError), result.error_in_exec

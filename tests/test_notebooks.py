@@ -46,9 +46,11 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch):
     nb.cells.append(nbformat.v4.new_code_cell(
         "import asyncio, threading\n"
         "await asyncio.sleep(0.5)\n"
-        "_left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and 'rtm' in repr(t).lower()]\n"
+        # The toolkit names every task and thread it makes "rtm-..." (by name,
+        # not repr: a repr holds the coroutine's file path, which may say rtm).
+        "_left = [t for t in asyncio.all_tasks() if t.get_name().startswith('rtm-')]\n"
         "assert not _left, _left\n"
-        "_threads = [t.name for t in threading.enumerate() if 'rtm' in t.name.lower() or 'eventframe' in t.name.lower()]\n"
+        "_threads = [t.name for t in threading.enumerate() if t.name.startswith('rtm-')]\n"
         "assert not _threads, _threads\n"
         "print('clean')"
     ))

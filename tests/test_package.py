@@ -24,11 +24,11 @@ def test_the_package_logger_stays_quiet_unless_the_application_configures_loggin
     code = (
         "import logging, rtm_notebook\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
-        "logging.getLogger('rtm_notebook.client').warning('before load_ext')\n"
+        "logging.getLogger('rtm_notebook.session').warning('before load_ext')\n"
         "shell = InteractiveShell.instance()\n"
         "shell.run_line_magic('load_ext', 'rtm_notebook')\n"
         "shell.run_line_magic('unload_ext', 'rtm_notebook')\n"
-        "logging.getLogger('rtm_notebook.client').warning('after unload_ext')\n"
+        "logging.getLogger('rtm_notebook.session').warning('after unload_ext')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "load_ext" not in result.stderr

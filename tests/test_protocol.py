@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtm_notebook.errors import MessageTooLargeError, SlackClientError
-from rtm_notebook.protocol import (
+from rtm_notebook.outbox import Pacer
+from rtm_notebook.rtm.protocol import (
     MAX_FRAME_BYTES,
     MAX_TEXT_CHARS,
     Keepalive,
-    Pacer,
     Protocol,
     decode,
 )

@@ -7,17 +7,13 @@ import json
 import time
 
 import pytest
-
-from rtm_notebook.sim import SimWorkspace
-from sim_support import Socket, api, channel_id, ok, socket_url
-
 import websockets
 
+from rtm_notebook.sim import SimWorkspace
 
-@pytest.fixture
-def sim():
-    with SimWorkspace(seed=3) as s:
-        yield s
+from sim_support import Socket, api, channel_id, ok, socket_url
+
+SIM_SEED = 3
 
 
 async def test_hello_is_first_and_sim_seq_counts(sim):

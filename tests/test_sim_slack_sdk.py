@@ -12,16 +12,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.rtm import RTMClient as RTMClientV1
 from slack_sdk.rtm_v2 import RTMClient as RTMClientV2
 
-from rtm_notebook.sim import SimWorkspace
 from sim_support import channel_id
 
 TIMEOUT = 15.0  # hang guard
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with SimWorkspace(seed=11) as s:
-        yield s
+SIM_SEED = 11
 
 
 def test_web_client(sim):

@@ -5,18 +5,15 @@ from __future__ import annotations
 import re
 
 import httpx
-import pytest
 
 from rtm_notebook.sim import SimWorkspace
+
 from sim_support import api, channel_id, ok
 
 TS = re.compile(r"^\d{10}\.\d{6}$")
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with SimWorkspace(seed=5) as s:
-        yield s
+SIM_SEED = 5
 
 
 def test_base_url_is_loopback_with_api_suffix(sim):

@@ -33,8 +33,8 @@ from rtm_notebook.web import (
     _build_request,
     _outcome,
     _parse,
-    _retry_after,
     mask_token,
+    retry_after,
 )
 
 SECRET = "xoxb-1111-2222-SeCrEtPaRt"
@@ -183,11 +183,11 @@ def test_mask_token():
 
 
 def test_retry_after_defaults_and_cap():
-    assert _retry_after({"Retry-After": "3"}) == 3
-    assert _retry_after({"retry-after": "0.5"}) == 0.5
+    assert retry_after({"Retry-After": "3"}) == 3
+    assert retry_after({"retry-after": "0.5"}) == 0.5
     for bad in ({}, {"Retry-After": ""}, {"Retry-After": "soon"}, {"Retry-After": "-4"}, {"Retry-After": "nan"}):
-        assert _retry_after(bad) == 1.0
-    assert _retry_after({"Retry-After": "86400"}) == MAX_RETRY_AFTER
+        assert retry_after(bad) == 1.0
+    assert retry_after({"Retry-After": "86400"}) == MAX_RETRY_AFTER
 
 
 def test_outcome_decides_retries_then_raises():
@@ -455,12 +455,7 @@ async def test_proxy_carries_the_request(faults):
 # --- against the simulated workspace --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sim():
-    from rtm_notebook.sim import SimWorkspace
-
-    with SimWorkspace(seed=7) as workspace:
-        yield workspace
+SIM_SEED = 7
 
 
 @pytest.fixture

@@ -23,9 +23,12 @@ import contextlib
 import html
 import threading
 import time
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
-from rtm_notebook.notebook.loop import call_on_loop, in_kernel
+from rtm_notebook.fields import channel_of, summary, type_label, user_of
+from rtm_notebook.loops import call_soon, in_kernel
+from rtm_notebook.session import Session
 
 ALL = "__all__"
 # A handler inside one call for longer than this is named in the status bar:
@@ -42,47 +45,6 @@ _ROW_CSS = (
     ".rtm-log details pre{margin:2px 0;white-space:pre-wrap}"
     "</style>"
 )
-
-
-def _ident(value: Any, key: str = "id") -> str | None:
-    """The id of a user/channel field, which is a string or a whole object."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        found = value.get(key)
-        return found if isinstance(found, str) else None
-    return None
-
-
-def _channel(event: Mapping[str, Any]) -> str | None:
-    """The event's channel id, by EventFrame's rule: ``channel`` (a string or
-    an object), else ``item.channel`` (reactions, pins, stars)."""
-    channel = event.get("channel")
-    if channel is None:
-        item = event.get("item")
-        channel = item.get("channel") if isinstance(item, Mapping) else None
-    return _ident(channel)
-
-
-def _event_text(event: Mapping[str, Any]) -> str:
-    text = event.get("text")
-    if isinstance(text, str):
-        return text
-    inner = event.get("message")
-    if isinstance(inner, Mapping) and isinstance(inner.get("text"), str):
-        return inner["text"]
-    if event.get("type") == "reaction_added" or event.get("type") == "reaction_removed":
-        return f":{event.get('reaction', '')}:"
-    if event.get("type") == "presence_change":
-        return str(event.get("presence", ""))
-    if event.get("type") == "state_change":
-        return f"{event.get('previous', '')} → {event.get('state', '')}"
-    error = event.get("error")
-    if error is not None:
-        if isinstance(error, Mapping):
-            return str(error.get("msg") or error)
-        return str(error)
-    return ""
 
 
 def _names(items: Mapping[str, str] | Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
@@ -227,7 +189,7 @@ class LiveLog:
         if loop is None or self.widget is None or self._ticking:
             return
         self._ticking = True
-        call_on_loop(loop, self._schedule)
+        call_soon(loop, self._schedule)
 
     def _schedule(self) -> None:
         if not self._closed:
@@ -275,7 +237,7 @@ class LiveLog:
         for row in reversed(self._rows):
             event = row[1]
             etype = str(event.get("type", ""))
-            channel = _channel(event)
+            channel = channel_of(event)
             types.add(etype)
             if channel:
                 channels.add(channel)
@@ -292,24 +254,20 @@ class LiveLog:
         return out
 
     def _search_text(self, event: Mapping[str, Any]) -> str:
-        user = _ident(event.get("user")) or ""
-        return f"{_event_text(event)} {self.users.get(user, user)} {event.get('handler', '')}".lower()
+        user = user_of(event) or ""
+        return f"{summary(event)} {self.users.get(user, user)} {event.get('handler', '')}".lower()
 
     def _row_cells(self, received: float, event: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
-        etype = str(event.get("type", ""))
-        if event.get("subtype"):
-            etype += f"/{event['subtype']}"
-        channel = _channel(event) or ""
+        etype = type_label(event)
+        channel = channel_of(event) or ""
         if channel:
             channel = "#" + self.channels.get(channel, channel)
-        user = _ident(event.get("user"))
-        if user is None and isinstance(event.get("message"), Mapping):
-            user = _ident(event["message"].get("user"))
+        user = user_of(event)
         user = self.users.get(user, user) if user else ""
         if etype == "output" or (etype == "error" and event.get("handler")):
             user = f"[{event.get('handler', '')}]"
         clock = time.strftime("%H:%M:%S", time.localtime(received)) + f".{int(received * 1000) % 1000:03d}"
-        return clock, etype, channel, user, _event_text(event)
+        return clock, etype, channel, user, summary(event)
 
     def rows_html(self) -> str:
         """The rows as one escaped HTML table, newest first."""
@@ -450,7 +408,7 @@ class LiveLog:
         # another thread (or later) and always goes through.
         if self._syncing_thread == threading.get_ident():
             return
-        call_on_loop(self.loop, lambda: fn(**kwargs))
+        call_soon(self.loop, lambda: fn(**kwargs))
 
     @contextlib.contextmanager
     def _syncing(self) -> Iterator[None]:
@@ -519,3 +477,8 @@ class LiveLog:
             self.client.remove_tap(self.tap)
         self._dirty = True
         self.flush()
+
+
+# display(client) and client.log show a LiveLog once this module is loaded;
+# the core imports nothing of the notebook layer.
+Session.view_factory = LiveLog

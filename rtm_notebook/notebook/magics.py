@@ -32,15 +32,16 @@ import hashlib
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
+from rtm_notebook.loops import BackgroundLoop, call, in_kernel, on_loop_thread, running_loop, submit
 from rtm_notebook.notebook.livelog import LiveLog
-from rtm_notebook.notebook.loop import BackgroundLoop, in_kernel, on_loop_thread, running_loop
 from rtm_notebook.notebook.output import HandlerSink, install_routing, uninstall_routing
 
 # Event types a handler can listen to: Slack's RTM events (shared PROTOCOL.md
@@ -65,7 +66,7 @@ KNOWN_EVENTS = frozenset(
 
 DEFAULT_TIMEOUT = 15.0
 
-_current: "RTMMagics | None" = None
+_current: RTMMagics | None = None
 
 
 class Session:
@@ -83,20 +84,10 @@ class Session:
     def loop(self) -> Any:
         return self.background.loop if self.background is not None else getattr(self.client, "loop", None)
 
-    def run(self, fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        """Call ``fn(*args)`` on the client's loop and return its result.
-
-        On the loop thread (a kernel) that is a plain call; from elsewhere it
-        is handed over and waited for.
-        """
-        loop = self.loop
-        if loop is None or on_loop_thread(loop) or self.background is None:
-            return fn(*args)
-
-        async def call() -> Any:
-            return fn(*args)
-
-        return self.background.run(call(), timeout)
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn(*args)`` on the client's loop and return its result (waiting
+        for it when the loop is a background one)."""
+        return call(self.loop, fn, *args, timeout=DEFAULT_TIMEOUT)
 
     def tap(self, event: Any) -> None:
         """Route a handler's ``error`` event to that handler's output area (O(1))."""
@@ -255,7 +246,7 @@ class RTMMagics(Magics):
             hint = ""
             bad = re.search(r"unrecognized arguments: (\S+)", str(exc))
             if bad:
-                options = [o for a in fn.parser._actions for o in a.option_strings]
+                options = re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", fn.parser.format_usage())
                 near = difflib.get_close_matches(bad.group(1).split("=")[0], options, n=1)
                 if near:
                     hint = f" Did you mean {near[0]}?"
@@ -299,11 +290,11 @@ class RTMMagics(Magics):
         loop = client.loop
         if loop is not None and loop.is_running():
             if on_loop_thread(loop):
-                task = loop.create_task(shutdown())
+                task = loop.create_task(shutdown(), name=f"rtm-shutdown-{sess.name}")
                 _pending.add(task)
                 task.add_done_callback(_pending.discard)
                 return task
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(DEFAULT_TIMEOUT)
+            submit(loop, shutdown()).result(DEFAULT_TIMEOUT)
             return None
         # The loop that ran the client has ended: nothing left to await.
         client.stop()
@@ -352,7 +343,7 @@ class RTMMagics(Magics):
         # `%rtm_connect --rate 10` to run on Slack or, without a token, on the sim.
         rate = 5.0 if args.rate is None else args.rate
 
-        from rtm_notebook.client import RTMClient
+        from rtm_notebook.seed import RTMClient
 
         if args.name in self.sessions:
             self._stop_session(self.sessions[args.name])
@@ -386,7 +377,7 @@ class RTMMagics(Magics):
                 sess.log = client.log
 
             if background is not None:
-                background.run(_call_async(start), DEFAULT_TIMEOUT)
+                call(background.loop, start, timeout=DEFAULT_TIMEOUT)
             else:
                 start()
         except BaseException:
@@ -466,8 +457,8 @@ class RTMMagics(Magics):
             fn = self.shell.user_ns.get(args.function)
             if not callable(fn):
                 raise UsageError(f"{args.function!r} is not a function defined in this notebook. Define def {args.function}(client, event): ... first")
-            from rtm_notebook.client import validate_handler
             from rtm_notebook.errors import SlackClientError
+            from rtm_notebook.session import validate_handler
 
             try:
                 validate_handler(fn)
@@ -638,10 +629,6 @@ class RTMMagics(Magics):
 
 
 _pending: set[asyncio.Task] = set()
-
-
-async def _call_async(fn: Callable[[], Any]) -> Any:
-    return fn()
 
 
 def _team_name(client: Any) -> str:

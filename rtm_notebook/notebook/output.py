@@ -16,11 +16,12 @@ import contextlib
 import contextvars
 import sys
 import threading
-from typing import Any, Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
-from rtm_notebook.notebook.loop import call_on_loop
+from rtm_notebook.loops import call_soon
 
-_current_sink: contextvars.ContextVar["HandlerSink | None"] = contextvars.ContextVar("rtm_handler_sink", default=None)
+_current_sink: contextvars.ContextVar[HandlerSink | None] = contextvars.ContextVar("rtm_handler_sink", default=None)
 
 # Text kept per handler output area: enough to read, bounded so a chatty
 # handler does not grow the notebook (and every widget sync) without limit.
@@ -141,7 +142,7 @@ class HandlerSink:
             if self._scheduled:
                 return
             self._scheduled = True
-        call_on_loop(self.loop, self._schedule)
+        call_soon(self.loop, self._schedule)
 
     def _terminal(self, stream: str) -> TextIO:
         target = sys.stderr if stream == "stderr" else sys.stdout

@@ -21,12 +21,14 @@ import math
 import secrets
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from rtm_notebook.loops import call, hand_over, submit
 from rtm_notebook.sim.model import Workspace
 from rtm_notebook.sim.traffic import Traffic
 from rtm_notebook.sim.webapi import ApiError, Args, WebApi
@@ -154,7 +156,7 @@ class SimWorkspace:
         self._stalled = False
         self._stall_handle: asyncio.TimerHandle | None = None
         self._rate_limit_calls = 0
-        self._retry_after = 1
+        self.retry_after = 1
         self._fail_calls = 0
         self._fail_error = ""
         self._expire_next = False
@@ -171,7 +173,7 @@ class SimWorkspace:
 
     # -- lifecycle -----------------------------------------------------
 
-    def start(self) -> "SimWorkspace":
+    def start(self) -> SimWorkspace:
         """Start serving (returns when the port is bound)."""
         if self._thread is not None:
             raise RuntimeError("this SimWorkspace is already running; make another one for a second workspace")
@@ -194,14 +196,14 @@ class SimWorkspace:
         if thread is threading.current_thread():
             raise RuntimeError("SimWorkspace.stop() cannot be called from the workspace's own thread")
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=CALL_TIMEOUT)
+            submit(loop, self._shutdown()).result(timeout=CALL_TIMEOUT)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
+            hand_over(loop, loop.stop)
             thread.join(timeout=CALL_TIMEOUT)
             self._thread = None
             self.base_url = ""
 
-    def __enter__(self) -> "SimWorkspace":
+    def __enter__(self) -> SimWorkspace:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -263,18 +265,7 @@ class SimWorkspace:
         loop = self._loop
         if loop is None or self._thread is None:
             raise RuntimeError("the SimWorkspace is not running: use `with SimWorkspace() as sim:` or call start()")
-        if threading.current_thread() is self._thread:
-            return fn(*args)
-        done: concurrent.futures.Future = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn(*args))
-            except BaseException as exc:  # handed to the calling thread
-                done.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return done.result(timeout=CALL_TIMEOUT)
+        return call(loop, fn, *args, timeout=CALL_TIMEOUT)
 
     # -- what the workspace is -----------------------------------------
 
@@ -436,7 +427,7 @@ class SimWorkspace:
                     wake.clear()
                     try:
                         await asyncio.wait_for(wake.wait(), (emitted + 1) / rate - elapsed)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     else:  # the rate changed or a socket opened: start counting again
                         epoch, emitted = loop.time(), 0
@@ -553,7 +544,7 @@ class SimWorkspace:
     def rate_limit_connect(self, calls: int, retry_after: int = 1) -> None:
         """Answer the next ``calls`` rtm.connect/rtm.start with HTTP 429 and ``Retry-After``."""
         def apply() -> None:
-            self._rate_limit_calls, self._retry_after = calls, retry_after
+            self._rate_limit_calls, self.retry_after = calls, retry_after
         self._call(apply)
 
     def fail_connect(self, error: str, calls: int = 1) -> None:
@@ -587,7 +578,7 @@ class SimWorkspace:
             if self._rate_limit_calls > 0:
                 self._rate_limit_calls -= 1
                 return _json({"ok": False, "error": "ratelimited"}, status=429,
-                             headers={"Retry-After": str(self._retry_after)})
+                             headers={"Retry-After": str(self.retry_after)})
             if self._fail_calls > 0:
                 self._fail_calls -= 1
                 return _json({"ok": False, "error": self._fail_error})

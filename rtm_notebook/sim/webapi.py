@@ -12,7 +12,8 @@ import base64
 import binascii
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rtm_notebook.sim.model import Conversation, Workspace, parse_ts
 from rtm_notebook.sim.traffic import add_reaction

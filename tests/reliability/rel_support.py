@@ -13,8 +13,9 @@ from collections import defaultdict
 
 import orjson
 
-import rtm_support
 from rtm_notebook import RTMClient
+
+import rtm_support
 from rtm_support import client_for, general, human  # noqa: F401  (re-exported for the suite)
 
 # A hang guard only, never a speed assertion; longer than the unit tests'
@@ -146,4 +147,4 @@ def assert_nothing_left(rtm: RTMClient, sim, tasks_before: set, threads_before: 
     extra_threads = {t for t in threading.enumerate()
                      if t.is_alive() and not t.name.startswith("asyncio_")} - threads_before
     assert extra_threads == set(), extra_threads
-    assert rtm._conn is None
+    assert rtm._link is None

@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
 from rtm_notebook import RTMClient
-from rtm_notebook.connection import Connection
 from rtm_notebook.errors import FATAL_CONNECT_ERRORS, SlackClientError
+from rtm_notebook.rtm.connection import Connection
 from rtm_notebook.sim.server import MALFORMED_KINDS
+from rtm_notebook.transport import Wiring
+
 from rel_support import GUARD, SeqTap, assert_exactly_once_in_order, client_for, errors, mark
 
 # What each malformed frame of the workspace must become.
@@ -85,8 +87,8 @@ async def _serve_frames(frames_to_send: list) -> list[tuple[dict, str]]:
 
     async with websockets.serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
-        conn = Connection(f"ws://127.0.0.1:{port}/", number=1, intake=lambda e, raw: got.append((e, raw)),
-                          on_sent=lambda m, t: None, ping_interval=30, pong_timeout=30)
+        wiring = Wiring(1, intake=lambda e, raw=None: got.append((e, raw)), sent=lambda m, t: None, record=None)
+        conn = Connection(f"ws://127.0.0.1:{port}/", wiring, ping_interval=30, pong_timeout=30)
         await conn.open()
         reader = asyncio.ensure_future(conn.run())
         async with asyncio.timeout(GUARD):

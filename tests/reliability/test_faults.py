@@ -18,6 +18,7 @@ import pytest
 
 from rtm_notebook import RTMClient
 from rtm_notebook.errors import DeliveryError, RTMConnectError
+
 from rel_support import (
     GUARD,
     SeqTap,
@@ -48,7 +49,7 @@ async def test_tcp_drop_mid_burst_keeps_what_was_received_and_reconnects(sim, fa
     rtm = client_for(sim)
     tap = SeqTap(rtm)
     await asyncio.wait_for(rtm.connect(), GUARD)
-    first = rtm._conn
+    first = rtm._link
     sim.burst(20_000)
     await until(lambda: tap.last[1] >= 2_000, "the burst to be under way")
     sim.drop_connections()
@@ -345,7 +346,7 @@ class _SilentApi:
         await self._done.wait()
         await runner.cleanup()
 
-    def __enter__(self) -> "_SilentApi":
+    def __enter__(self) -> _SilentApi:
         self._thread.start()
         assert self._ready.wait(GUARD)
         return self

@@ -11,8 +11,6 @@ import logging
 import threading
 import time
 
-import pytest
-
 from rel_support import GUARD, SeqTap, assert_exactly_once_in_order, client_for, errors, human, mark, until
 
 BLOCK = 10.0  # seconds the blocking handler would sit in one call

@@ -22,6 +22,7 @@ from rtm_notebook.errors import RTMConnectError, SlackApiError
 from rtm_notebook.notebook.livelog import LiveLog
 from rtm_notebook.sim import SimWorkspace
 from rtm_notebook.web import AsyncWebClient, WebClient
+
 from rel_support import GUARD, general, human, until
 
 

@@ -32,6 +32,7 @@ import pytest
 from rtm_notebook.errors import DeliveryError, ReplyError
 from rtm_notebook.sim import SimWorkspace
 from rtm_notebook.sim.server import MALFORMED_KINDS
+
 from rel_support import SeqTap, assert_nothing_left, client_for, general, mark, until
 
 SECONDS = float(os.environ.get("RTM_SOAK_SECONDS", "600"))
@@ -77,7 +78,7 @@ def _faults(sim, rng: random.Random):
 @pytest.mark.soak
 @pytest.mark.timeout(SECONDS + 300)
 async def test_soak_random_faults_no_loss_flat_memory(monkeypatch):
-    import rtm_notebook.client as client_module
+    import rtm_notebook.session as client_module
     import rtm_notebook.sim.model as sim_model
 
     # The workspace runs in this process and keeps each channel's history

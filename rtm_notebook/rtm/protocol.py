@@ -1,6 +1,6 @@
 """The RTM session as pure logic: no sockets, no asyncio, no clocks of its own.
 
-:mod:`rtm_notebook.connection` feeds frames and the current time in and
+:mod:`rtm_notebook.rtm.connection` feeds frames and the current time in and
 writes out what this module returns, so everything here can be tested (and
 fuzzed) without a network. The rules come from Slack's RTM reference
 (``shared/PROTOCOL.md``):
@@ -31,7 +31,6 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "Protocol",
     "Keepalive",
-    "Pacer",
     "decode",
     "malformed",
 ]
@@ -234,37 +233,3 @@ class Keepalive:
         if self.ping_id is not None:
             return max(0.0, self.ping_sent_at + self.timeout - now)
         return max(0.0, min(self.interval, self._quiet_since + self.interval - now))
-
-
-class Pacer:
-    """A token bucket that keeps outgoing messages under Slack's send limit.
-
-    Slack allows about one message per second sustained and disconnects a
-    client that keeps going faster; a small burst is tolerated. ``rate``
-    tokens accrue per second up to ``burst``; each message spends one.
-    """
-
-    def __init__(self, rate: float = 1.0, burst: int = 3, now: float = 0.0) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._at = now
-
-    def _refill(self, now: float) -> None:
-        if now > self._at:
-            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
-            self._at = now
-
-    def delay(self, now: float) -> float:
-        """Seconds to wait before the next message may go (0 when it may go now)."""
-        self._refill(now)
-        if self._tokens >= 1.0:
-            return 0.0
-        return (1.0 - self._tokens) / self.rate
-
-    def take(self, now: float) -> None:
-        """Spend one token for a message sent at ``now``."""
-        self._refill(now)
-        self._tokens -= 1.0

@@ -1,37 +1,16 @@
-"""One RTM WebSocket session: aiohttp's WebSocket client driving protocol.py.
+"""One RTM WebSocket: aiohttp's WebSocket client driving :mod:`.protocol`.
 
-The connection reads frames, decodes them, settles replies and hands each
-event to the client's ``intake`` callback, in order, once. It keeps the
-socket honest with RTM JSON pings after ``ping_interval`` seconds of silence
-and aborts it when a ping goes unanswered. Everything else (reconnecting,
-dispatching, pacing the outbox, recording what the lane below does not) is
-the client's job.
+The connection reads frames, decodes them, settles replies and hands them
+to the session core through its :class:`~rtm_notebook.transport.Wiring`,
+in order, once: per wake-up of the read loop, one ``record`` call for the
+frames that are events, then one ``intake`` call per event. Recording
+before dispatching means a handler never sees an event the EventFrame does
+not hold. It keeps the socket honest with RTM JSON pings after
+``ping_interval`` seconds of silence and aborts it when a ping goes
+unanswered. Reconnecting, dispatching and pacing are the core's job.
 
-The read loop is the hot path: per frame it does one ``receive``, one
-``orjson.loads`` of the frame's bytes and one call to ``intake``. The bytes
-are not decoded to str: orjson reads UTF-8 (and refuses what is not).
-
-Given a ``lane`` (the client's EventFrame's open chunk, see
-``events._Lane``), the loop records each event frame itself: the frame's
-bytes object as it is and its arrival time, two list appends. A Python
-call per frame for that cost more instructions than everything else
-recording does (measured with cachegrind on the simulated workspace's
-burst), and so did copying the bytes anywhere.
-
-The arrival time is read once each time the loop waits for the socket and
-wakes, not once per frame: frames aiohttp had parsed already were all read
-off the socket before that wake-up (socket reads run only while this task
-waits), so the stamp is never earlier than the frame's arrival, and it is
-no later than a per-frame stamp. In a burst one wake-up brings hundreds of
-frames.
-
-Why aiohttp and not ``websockets`` here: on the simulated workspace's
-firehose (2-core machine, sim in another process) a bare receive loop over
-aiohttp's C-accelerated frame reader delivered 128,000-178,000 events/s
-where the same loop over ``websockets`` delivered 56,000-89,000 (see
-docs/benchmarks.md): websockets parses every frame in Python, and that
-parser was the largest single cost in a profile of the whole client.
-aiohttp is already the simulated workspace's server.
+aiohttp rather than websockets: its compiled frame reader delivered about
+twice the events per second (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -47,9 +25,10 @@ import orjson
 from aiohttp import WSMsgType
 
 from rtm_notebook.errors import ReplyError
-from rtm_notebook.protocol import Keepalive, Protocol, decode
+from rtm_notebook.rtm.protocol import Keepalive, Protocol, decode
+from rtm_notebook.transport import ConnectionClosed, Wiring
 
-__all__ = ["Connection", "ConnectionClosed", "MAX_FRAME_RECEIVED"]
+__all__ = ["Connection", "ConnectionClosed", "MAX_FRAME_RECEIVED", "drop", "parsed_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -60,48 +39,50 @@ MAX_FRAME_RECEIVED = 64 * 2**20
 # A graceful close waits this long for the server's close frame.
 CLOSE_TIMEOUT = 2.0
 
+# Events delivered to the core at most per batch, so a long burst is
+# recorded and dispatched as it arrives, not after the whole of it.
+MAX_BATCH = 2048
+
 _TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
 
 
-def _parsed_frames(ws: aiohttp.ClientWebSocketResponse) -> Any:
+# The two places aiohttp's private attributes are used; each has a test
+# (tests/test_connection.py) that fails if aiohttp drops it.
+
+def parsed_frames(ws: aiohttp.ClientWebSocketResponse) -> Any:
     """aiohttp's queue of frames parsed and not received yet: empty exactly
-    when ``receive()`` would wait. A private attribute (``_reader._buffer``,
-    public in aiohttp's Cython reader); tests/test_client_modern.py checks
-    it is there. Without it, an empty tuple: every frame gets its own stamp."""
+    when ``receive()`` would wait (``_reader._buffer``, public in aiohttp's
+    Cython reader). Without it, an empty tuple: every frame is its own batch."""
     return getattr(getattr(ws, "_reader", None), "_buffer", ())
 
 
-class ConnectionClosed(ConnectionError):
-    """The socket closed before a frame could be written."""
+def drop(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Drop the TCP connection under ``ws`` at once, without a close
+    handshake (a stalled server never answers one). aiohttp has no public
+    abort on a client WebSocket; closing its HTTP response does it."""
+    ws._response.close()
 
 
 class Connection:
-    """A single WebSocket connection to an RTM URL.
+    """A single WebSocket connection to an RTM URL (a transport Link).
 
-    ``intake(event, raw)`` is called on the loop for every frame received
-    (``raw`` is the frame's UTF-8 bytes, or None when the frame was
-    recorded through ``lane``; for a frame that is not an event, the text
-    of the ``error`` event it became, as str). ``on_sent(message, text)`` is called for
-    every frame written, so the client can record it. ``number`` is the
-    client's connection count, for the record.
+    ``wiring`` says where frames go (see :mod:`rtm_notebook.transport`);
+    ``wiring.number`` is the client's connection count, for the record.
     """
 
     def __init__(
         self,
         url: str,
+        wiring: Wiring,
         *,
-        number: int,
-        intake: Callable[[dict, bytes | str | None], None],
-        on_sent: Callable[[dict, str], None],
         ping_interval: float,
         pong_timeout: float,
         open_timeout: float = 30.0,
         ssl: Any = None,
         proxy: str | None = None,
-        lane: Any = None,
     ) -> None:
         self.url = url
-        self.number = number
+        self.number = wiring.number
         self.protocol = Protocol()
         #: frames received so far (the keepalive watches it change)
         self.frames = 0
@@ -110,9 +91,7 @@ class Connection:
         #: why the connection ended: "closed 1000 ...", "stale", "network: ..."
         self.end_reason: str | None = None
         self.ws: Any = None
-        self._intake = intake
-        self._lane = lane
-        self._on_sent = on_sent
+        self._wiring = wiring
         self._ping_interval = ping_interval
         self._pong_timeout = pong_timeout
         self._open_timeout = open_timeout
@@ -189,50 +168,65 @@ class Connection:
         return self.end_reason or "ended"
 
     async def _read(self) -> None:
-        ws = self.ws
-        receive = ws.receive
-        intake = self._intake
+        receive = self.ws.receive
         loads = orjson.loads
         bad_json = orjson.JSONDecodeError
-        reply = self._reply
-        lane = self._lane
-        if lane is not None:
-            keep, times, limit, seal = lane.texts.append, lane.times, lane.limit, lane.seal
-            time_at = times.append
-        now = time.time
-        waiting = _parsed_frames(ws)
-        arrived = now()
-        while True:
-            if waiting:
-                # Parsed already: receive() returns without yielding to the
-                # loop, and the frame was read off the socket before the
-                # loop last woke this task (no socket reads run in between).
-                msg = await receive()
-            else:
-                msg = await receive()
-                arrived = now()
-            kind = msg.type
-            if kind is not _TEXT and kind is not _BINARY:
-                self._ended(msg)
-                return
-            data = msg.data
-            self.frames += 1
-            try:
-                event = loads(data)
-            except bad_json:  # not JSON, or not UTF-8
-                event = None
-            if event.__class__ is not dict or ("type" not in event and "reply_to" not in event):
-                event = decode(data)
-                data = event["raw"]
-            elif lane is not None:
-                keep(data)
-                time_at(arrived)
-                if len(times) >= limit:
-                    seal()
-                data = None
+        keep = self._wiring.record is not None
+        waiting = parsed_frames(self.ws)
+        frames: list[bytes] = []
+        events: list[dict] = []
+        arrived = time.time()
+        try:
+            while True:
+                if not waiting or len(events) >= MAX_BATCH:
+                    if events:
+                        self._deliver(frames, events, arrived)
+                        frames, events = [], []
+                    if not waiting:
+                        msg = await receive()
+                        # Frames aiohttp had parsed were read off the socket
+                        # before this wake-up (socket reads run only while
+                        # this task waits), so one stamp per wake-up is never
+                        # earlier than a frame's arrival.
+                        arrived = time.time()
+                    else:
+                        msg = await receive()
+                else:
+                    msg = await receive()  # parsed already: returns without yielding
+                kind = msg.type
+                if kind is not _TEXT and kind is not _BINARY:
+                    self._ended(msg)
+                    return
+                data = msg.data
+                try:
+                    event = loads(data)
+                except bad_json:  # not JSON, or not UTF-8
+                    event = None
+                if event.__class__ is dict and ("type" in event or "reply_to" in event):
+                    if keep:
+                        frames.append(data)
+                    events.append(event)
+                    continue
+                if events:
+                    self._deliver(frames, events, arrived)
+                    frames, events = [], []
+                self.frames += 1
+                error = decode(data)
+                self._wiring.intake(error, error["raw"])
+        finally:
+            if events:  # received: recorded and dispatched even when reading failed
+                self._deliver(frames, events, arrived)
+
+    def _deliver(self, frames: list[bytes], events: list[dict], arrived: float) -> None:
+        self.frames += len(events)
+        wiring = self._wiring
+        if wiring.record is not None:
+            wiring.record(frames, events, arrived)
+        intake, reply = wiring.intake, self._reply
+        for event in events:
             if "reply_to" in event:
                 reply(event)
-            intake(event, data)
+            intake(event)
 
     def _ended(self, msg: aiohttp.WSMessage) -> None:
         """Say why the socket ended, from the message that ended the read loop."""
@@ -285,7 +279,7 @@ class Connection:
         except BaseException:
             self.protocol.pending.pop(mid, None)
             raise
-        self._on_sent({**message, "id": mid}, text)
+        self._wiring.sent({**message, "id": mid}, text)
         return mid
 
     async def _keep_alive(self) -> None:
@@ -309,12 +303,15 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the TCP connection at once (a stalled server never answers a close)."""
-        ws = self.ws
-        if ws is not None:
-            # aiohttp has no public abort on a client WebSocket; closing its
-            # HTTP response closes the underlying connection without waiting
-            # for a close handshake, and the read loop then ends.
-            ws._response.close()
+        if self.ws is not None:
+            drop(self.ws)
+
+    def control(self, event: dict) -> Any:
+        """A ``goodbye``: Slack closes soon. Returns the closing for the core
+        to run beside the read loop, which keeps draining the frames Slack
+        still sends before its close frame."""
+        self.end_reason = "goodbye"
+        return self.close()
 
     async def close(self) -> None:
         """Close the WebSocket politely (1000), dropping it if the server does not answer."""

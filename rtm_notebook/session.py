@@ -1,0 +1,593 @@
+"""The session core: one client's lifecycle on the loop that owns it, whatever the transport.
+
+It owns the state, the reconnect policy (backoff that resets after a healthy
+session, Slack's ``Retry-After``, fatal codes that stop at once), the
+intake (every event recorded once in the :class:`~rtm_notebook.events.EventFrame`,
+then dispatched once, in order, to each matching handler's own queue, then
+to the taps), the waiters and the paced outbox. It knows no wire format:
+a transport (:mod:`rtm_notebook.transport`) opens sockets and turns frames
+into events. :class:`~rtm_notebook.rtm.client.RTMSession` puts RTM under it.
+
+Inside a running loop (a Jupyter cell, ``asyncio.run``) ``start()``
+schedules the session as a task and returns it at once; in a plain script
+it blocks until :meth:`stop` or Ctrl-C. It never patches asyncio, never
+calls ``run_until_complete`` on a running loop and installs no signal
+handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from rtm_notebook.directory import NAMING_EVENTS, Directory
+from rtm_notebook.errors import DeliveryError, SlackClientError, SlackClientNotConnectedError
+from rtm_notebook.events import EventFrame
+from rtm_notebook.handlers import ErrorEvent, Handler, HandlerRegistry
+from rtm_notebook.loops import on_loop_thread
+from rtm_notebook.outbox import Outbox
+from rtm_notebook.runner import Runner
+from rtm_notebook.transport import Link, Retry, Transport, Wiring
+from rtm_notebook.waiters import Waiters
+from rtm_notebook.web import DEFAULT_BASE_URL, AsyncWebClient, WebClient, WebClients, mask_token
+
+__all__ = ["Session", "State", "Backoff", "validate_handler"]
+
+log = logging.getLogger(__name__)
+
+_time = time.time
+
+# Reconnect backoff (see Backoff); module constants so tests can shorten them.
+RECONNECT_BASE = 1.0
+RECONNECT_MAX = 60.0
+HEALTHY_AFTER = 10.0
+
+
+class State(enum.StrEnum):
+    """A client's state; each value is the string it always was (``rtm.state == "connected"``)."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"
+
+
+_IDLE = (State.DISCONNECTED, State.STOPPED)
+
+
+class Backoff:
+    """When to ask for a socket again.
+
+    The first retry after a healthy session (one that said hello and lasted
+    ``HEALTHY_AFTER`` seconds) is immediate, then 1 s, 2 s, 4 s ... up to a
+    minute (Slack asks for about one connect call a minute when reconnecting
+    repeatedly), each with jitter; Slack's ``Retry-After`` is waited exactly.
+    """
+
+    def __init__(self) -> None:
+        self.attempt = 0
+
+    def failed(self, retry_after: float | None = None) -> float:
+        self.attempt += 1
+        return retry_after if retry_after is not None else self.delay()
+
+    def ended(self, lasted: float | None) -> float:
+        """A socket ended after ``lasted`` seconds since hello (None: no hello)."""
+        self.attempt = 0 if lasted is not None and lasted >= HEALTHY_AFTER else self.attempt + 1
+        return self.delay()
+
+    def delay(self) -> float:
+        if self.attempt <= 0:
+            return 0.0
+        return min(RECONNECT_MAX, RECONNECT_BASE * 2 ** (self.attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def validate_handler(fn: Any) -> None:
+    """Raise :class:`SlackClientError` unless ``fn`` can be called as ``fn(client, event)``."""
+    name = getattr(fn, "__name__", repr(fn))
+    if not callable(fn):
+        raise SlackClientError(f"The handler '{name}' is not callable.")
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        raise SlackClientError(
+            f"The handler '{name}' must accept two arguments (client, event), "
+            f"e.g. `def {name}(client, event): ...`; seed-style callbacks take **payload "
+            "and are registered with RTMClient.run_on(event=...).") from None
+    except ValueError:  # no signature available (some builtins): let it be called
+        pass
+
+
+def event_types(event: str | Iterable[str]) -> list[str]:
+    if isinstance(event, str):
+        return [event]
+    events = list(event)
+    if not events or not all(isinstance(e, str) and e for e in events):
+        raise SlackClientError(f"event must be an event type such as 'message' or a list of them, not {event!r}")
+    return events
+
+
+class Session:
+    """A Slack socket client on the running event loop; subclasses give the transport.
+
+    ``auto_reconnect``: open a new socket when one ends or fails (off: the
+    first failure ends the session). ``loop``: the loop a script runs on
+    (default: the caller's current one); ``run_async``: ``start()`` returns
+    the task instead of running it, as in slackclient 2.x. ``record_to`` (a JSON-lines path) and
+    ``max_rows`` go to the EventFrame; ``record=False`` keeps nothing.
+    ``timeout``, ``ssl``, ``proxy``, ``headers`` and ``base_url`` are the
+    HTTP options of the Web API and of the socket.
+    """
+
+    #: the notebook layer's live-log factory (it registers itself here: the core imports no notebook code)
+    view_factory: ClassVar[Callable[[Session], Any] | None] = None
+
+    def __init__(self, token: str | None, *, auto_reconnect: bool = True, ssl: Any = None, proxy: str | None = None,
+                 timeout: float = 30, base_url: str = DEFAULT_BASE_URL, headers: dict | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None, run_async: bool = False, record_to: str | os.PathLike | None = None,
+                 max_rows: int | None = None, record: bool = True) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise SlackClientError(f"base_url must be an http(s) URL like {DEFAULT_BASE_URL!r}, not {base_url!r}")
+        if not record and record_to is not None:
+            raise SlackClientError("record=False keeps no events, so there is nothing to write to record_to; "
+                                   "drop one of the two")
+        self._token = token
+        self.auto_reconnect = auto_reconnect
+        self.ssl, self.proxy, self.timeout = ssl, proxy, timeout
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.headers = dict(headers or {})
+        self.event_frame = EventFrame(max_rows=max_rows, record_to=record_to)
+        # EventFrame.append without its argument checks: what the client passes is valid.
+        self._record = self.event_frame._add if record else None
+        self.counts: Counter = Counter()
+        self.handlers = HandlerRegistry(self, on_error=self._handler_failed)
+        self._taps: tuple[Callable[[dict], None], ...] = ()
+        self.connection_number = 0
+        self.last_error: BaseException | None = None
+        self._log: Any = None
+        self.directory = Directory()
+        self.outbox = Outbox()
+        self._state = State.DISCONNECTED
+        self._runner = Runner(self, loop=loop, run_async=run_async)
+        self._link: Link | None = None
+        self._control_types: frozenset[str] = frozenset(("hello",)) | NAMING_EVENTS
+        self._team: dict | None = None
+        self._self: dict | None = None
+        self._hello_at: float | None = None
+        self.waiters = Waiters()
+        self._waiting = self.waiters.pending
+        self._web_clients = WebClients()
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} token={mask_token(self._token)!s} state={self._state} "
+                f"connection={self.connection_number} events={len(self.event_frame)} handlers={len(self.handlers)}>")
+
+    # -- what subclasses give ------------------------------------------------------
+
+    def _transport(self) -> Transport:
+        raise NotImplementedError
+
+    def _connected(self, answer: dict) -> None:
+        """A socket URL was issued (hook: learn what the answer says)."""
+
+    def _hello(self) -> None:
+        """The socket said hello (hook)."""
+
+    # -- registration ----------------------------------------------------------------
+
+    def on(self, event: str | list[str] = "*", *, name: str | None = None, match: Any = None, channel: Any = None,
+           subtype: Any = None, call_context: Callable | None = None) -> Callable[[Callable], Callable]:
+        """Decorator: register ``fn(client, event)`` (sync or ``async def``) on this client.
+
+        ``event`` is one type, a list of them, or ``"*"`` for all; ``match``
+        a regex searched in the event's text; ``channel`` and ``subtype`` a
+        value or a collection of them. ``name`` defaults to the function's
+        name; registering a name again replaces that handler (re-running a
+        notebook cell never doubles it). Returns the function unchanged.
+        """
+        if callable(event) and not isinstance(event, str):
+            raise SlackClientError("use @client.on('message') (with the event type), not a bare @client.on")
+        events = event_types(event)
+        filters = {"match": match, "channel": channel, "subtype": subtype}
+
+        def decorator(fn: Callable) -> Callable:
+            validate_handler(fn)
+            base = name or getattr(fn, "__name__", None)
+            for ev in events:
+                hname = base if len(events) == 1 or base is None else f"{base}:{ev}"
+                self.handlers.add(ev, fn, name=hname, filters=filters, call_context=call_context)
+            return fn
+
+        return decorator
+
+    def add_tap(self, fn: Callable[[dict], None]) -> None:
+        """Call ``fn(event)`` on the loop for every recorded event (in and out). Keep it O(1)."""
+        if fn not in self._taps:
+            self._taps = (*self._taps, fn)
+
+    def remove_tap(self, fn: Callable[[dict], None]) -> None:
+        """Stop calling ``fn`` (no error if it was not a tap)."""
+        self._taps = tuple(t for t in self._taps if t != fn)
+
+    # -- what it shows -----------------------------------------------------------------
+
+    @property
+    def token(self) -> str | None:
+        """The token; never shown in reprs, logs or errors. Settable while the client is not running."""
+        return self._token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        if self._runner.running:
+            raise SlackClientError("the client is running: stop() it before changing its token")
+        self._token = value
+        self._web_clients.forget()
+
+    @property
+    def state(self) -> State:
+        """``disconnected``, ``connecting``, ``connected``, ``reconnecting`` or ``stopped``."""
+        return self._state
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop that owns this client (None before it first starts)."""
+        return self._runner.loop
+
+    @property
+    def run_async(self) -> bool:
+        """slackclient's option: ``start()`` without a running loop returns the task instead of running it."""
+        return self._runner.run_async
+
+    @property
+    def team(self) -> dict | None:
+        return self._team
+
+    @property
+    def self(self) -> dict | None:
+        return self._self
+
+    @property
+    def user_names(self) -> dict[str, str]:
+        return self.directory.users
+
+    @property
+    def channel_names(self) -> dict[str, str]:
+        return self.directory.channels
+
+    @property
+    def events(self) -> Any:
+        """Every recorded event as a pandas DataFrame (cached until new rows arrive)."""
+        return self.event_frame.to_pandas()
+
+    def messages(self) -> Any:
+        """Message events received, with ``user_name`` and ``channel_name`` columns added."""
+        df = self.event_frame.to_pandas()
+        df = df[(df["type"] == "message") & (df["direction"] == "in")].copy()
+        df["user_name"] = df["user"].map(self.directory.users).astype("string")
+        df["channel_name"] = df["channel"].map(self.directory.channels).astype("string")
+        return df
+
+    @property
+    def log(self) -> Any:
+        """The live log widget, made on first access once the notebook layer is
+        loaded (``import rtm_notebook`` in IPython, or ``%load_ext rtm_notebook``); None before."""
+        if self._log is None and Session.view_factory is not None:
+            self._log = Session.view_factory(self)
+        return self._log
+
+    def _ipython_display_(self) -> None:
+        # display(client) shows the live log; without the notebook layer, the repr.
+        view = self.log
+        if view is None:
+            print(repr(self))
+        else:
+            view._ipython_display_()
+
+    @property
+    def web_client(self) -> AsyncWebClient | WebClient:
+        """A Web API client with this client's token: awaitable on the loop's thread
+        (:class:`AsyncWebClient`), synchronous elsewhere (:class:`WebClient`, e.g. a sync handler)."""
+        return self._web(is_async=on_loop_thread(self.loop))
+
+    def _web(self, is_async: bool) -> AsyncWebClient | WebClient:
+        return self._web_clients.get(is_async, self._token, self._http_options())
+
+    def _http_options(self) -> dict:
+        return dict(base_url=self.base_url, timeout=self.timeout, ssl=self.ssl, proxy=self.proxy,
+                    headers=self.headers or None)
+
+    # -- lifecycle (how it runs on its loop is runner.py's) -----------------------------
+
+    def start(self) -> Any:
+        """Start the session.
+
+        On a running loop (a notebook cell, async code): schedule it as a task
+        and return the task at once. With ``run_async=True`` and no running
+        loop: return that task, scheduled on ``loop`` or the caller's current
+        loop, for the caller to run. Otherwise (a script): run on ``loop``, or
+        the loop the caller set with ``asyncio.set_event_loop``, or a new one,
+        until :meth:`stop` or Ctrl-C; raise the error that ended the session
+        (a refused token, or any connect failure with ``auto_reconnect=False``).
+        """
+        return self._runner.start()
+
+    async def connect(self) -> Session:
+        """Start if needed and return once the socket said ``hello``.
+
+        Raises what ended the session (a refused token: a SlackApiError) and
+        :class:`SlackClientNotConnectedError` if the client is stopped meanwhile.
+        """
+        if self._state in _IDLE:
+            self._runner.launch(asyncio.get_running_loop())
+        if self._state != State.CONNECTED:
+            await self.waiters.hello()
+        return self
+
+    def stop(self) -> Any:
+        """Close the socket and stop for good (no reconnect); callable from any code.
+
+        On the loop's thread: an awaitable that completes once everything is
+        released (``await client.stop()``); from another thread (a sync
+        handler): a ``concurrent.futures.Future``; with no loop running the
+        client: stops at once, returns None. Afterwards no task, thread or
+        socket of this client is left, and every handler has been given
+        every event queued for it before the stop (``close`` included).
+        """
+        return self._runner.stop()
+
+    async def async_stop(self) -> None:
+        """Stop and wait until everything the client started has ended."""
+        await self._runner.async_stop()
+
+    def _launched(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.last_error = None
+        self.outbox.accepting = True
+        self.handlers.start(loop)
+        self._set_state(State.CONNECTING)
+
+    async def _released(self) -> None:
+        self.outbox.fail("the client was stopped before it was sent", self._emit_error)
+        self.waiters.fail(SlackClientNotConnectedError("the client was stopped"))
+        self._set_state(State.STOPPED)
+        await self.handlers.stop()
+        web_async = self._web_clients.forget()
+        if web_async is not None:
+            await web_async.aclose()
+        self.event_frame.close()
+
+    def _stop_offline(self) -> None:
+        """stop() with no loop running the client: nothing to cancel; release threads."""
+        self.handlers.stop_offline()
+        self._web_clients.forget()
+        self._state = State.STOPPED
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+        return self._runner.spawn(coro, name)
+
+    # -- the session: ask for a socket, read it, again --------------------------------
+
+    async def _session(self) -> None:
+        transport = self._transport()
+        backoff = Backoff()
+        delay = 0.0
+        try:
+            while True:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    answer = await transport.connect()
+                    self._take_answer(answer)
+                except (SlackClientError, Retry) as exc:
+                    if isinstance(exc, Retry) and self.auto_reconnect:
+                        delay = backoff.failed(exc.retry_after)
+                        self._emit_error("connect_failed", f"{exc} (retrying in {delay:.1f} s)", exc.error)
+                        self._set_state(State.RECONNECTING)
+                        continue
+                    self._end(exc.error if isinstance(exc, Retry) and exc.error is not None else exc)
+                    return
+                self.connection_number += 1
+                wiring = Wiring(self.connection_number, self._intake, self._sent,
+                                self._record_batch if self._record is not None else None)
+                link = transport.link(answer, wiring)
+                try:
+                    await link.open()
+                except (OSError, TimeoutError, ValueError) as exc:
+                    why = f"could not open the socket ({type(exc).__name__}: {exc})"
+                    if not self.auto_reconnect:
+                        self._end(SlackClientNotConnectedError(why))
+                        return
+                    delay = backoff.failed()
+                    self._emit_error("socket_failed", f"{why} (retrying in {delay:.1f} s)", exc)
+                    self._set_state(State.RECONNECTING)
+                    continue
+                self._control_types = frozenset(("hello",)) | NAMING_EVENTS | transport.control
+                reason = await self._run_link(link, answer)
+                lasted = None if self._hello_at is None else time.monotonic() - self._hello_at
+                if not self.auto_reconnect:
+                    log.info("connection #%s ended (%s); auto_reconnect is off", link.number, reason)
+                    self._set_state(State.DISCONNECTED)
+                    return
+                delay = backoff.ended(lasted)
+                log.info("connection #%s ended (%s); reconnecting in %.1f s", link.number, reason, delay)
+                self._set_state(State.RECONNECTING)
+        except asyncio.CancelledError:
+            # stop() ends the session by cancelling it; to whoever awaits the
+            # task start() returned, that is a normal end.
+            if not self._runner.stopping:
+                raise
+        finally:
+            await transport.aclose()
+            runner = self._runner
+            if (runner.ended_by is not None or runner.stopping) and not runner.released:
+                await runner.release()  # nothing will run again
+
+    def _take_answer(self, answer: dict) -> None:
+        try:
+            self._connected(answer)
+        except Exception as exc:
+            # A bug reading an answer must not end the session task and leave
+            # the client "connecting" for ever: record it and ask again.
+            self.last_error = exc
+            log.exception("could not read the connect answer")
+            raise Retry(f"could not read the connect answer ({type(exc).__name__}: {exc})", error=exc) from None
+
+    async def _run_link(self, link: Link, answer: dict) -> str:
+        self._link = link
+        self._hello_at = None
+        sender = self._spawn(self.outbox.run(link), f"sender-{link.number}")
+        try:
+            self._emit_open(answer)
+            return await link.run()
+        finally:
+            sender.cancel()
+            await asyncio.wait([sender])
+            await link.close()
+            if self._link is link:
+                self._link = None
+                self.outbox.open = False
+                self._end_link(link)
+
+    def _end_link(self, link: Link) -> None:
+        for fut in link.abandon().values():
+            if not fut.done():
+                fut.set_exception(DeliveryError(
+                    f"connection #{link.number} closed before Slack replied; the message may or may not "
+                    "have been posted (check the channel before sending it again)"))
+        self._emit({"type": "close", "connection": link.number, "reason": link.end_reason or "ended"})
+
+    def _end(self, exc: BaseException) -> None:
+        """The session ends with ``exc``: record and show it, fail what waits, stop."""
+        self.last_error = self._runner.ended_by = exc
+        log.error("%s", exc)
+        self._emit_error(getattr(exc, "error", None) or type(exc).__name__, str(exc), exc)
+        self.outbox.fail(str(exc), self._emit_error)
+        self.waiters.fail(exc)
+        self._set_state(State.STOPPED)
+
+    # -- intake (the hot path) ------------------------------------------------------------
+
+    def _record_batch(self, frames: list[bytes], events: list[dict], received_at: float) -> None:
+        self.event_frame.extend(frames, received_at, connection=self.connection_number, events=events)
+
+    def _intake(self, event: dict, raw: bytes | str | None = None) -> None:
+        """One received event, recorded already unless ``raw`` is given."""
+        t = event.get("type", "reply")
+        if raw is not None and self._record is not None:
+            self._record(event, raw, "in", self.connection_number, _time())
+        self.counts[t] += 1
+        if t in self._control_types:
+            self._control(t, event)
+        if self._taps:
+            self._feed_taps(event)
+        # HandlerRegistry.dispatch, inlined: this runs once per frame.
+        reg = self.handlers
+        hs = reg._index.get(t)
+        if hs:
+            for h in hs:
+                h.offer(event)
+        for h in reg._star:
+            h.offer(event)
+        if self._waiting:
+            self.waiters.check(t, event)
+
+    def _feed_taps(self, event: dict) -> None:
+        for tap in self._taps:
+            try:
+                tap(event)
+            except Exception:
+                # A broken view would fail on every event: taken off, not retried.
+                log.exception("tap %r raised and was removed", tap)
+                self.remove_tap(tap)
+
+    def _control(self, t: str, event: dict) -> None:
+        if t == "hello":
+            self._hello_at = time.monotonic()
+            self._set_state(State.CONNECTED)
+            self.waiters.said_hello()
+            self._hello()
+            self.outbox.open = True
+            self.outbox.wake()
+        elif t in NAMING_EVENTS:
+            self.directory.learn_event(t, event)
+        elif self._link is not None:
+            closing = self._link.control(event)
+            if closing is not None:
+                self._spawn(closing, f"control-{self._link.number}")
+
+    def _emit(self, event: dict, *, dispatch: bool = True, recorded: dict | None = None) -> None:
+        """Record and dispatch an event the client itself produced; ``recorded``
+        is what the record and the taps get when handlers are owed more."""
+        t = event["type"]
+        shown = event if recorded is None else recorded
+        if self._record is not None:
+            self._record(shown, None, "in", self.connection_number, _time())
+        self.counts[t] += 1
+        if self._taps:
+            self._feed_taps(shown)
+        if dispatch:
+            self.handlers.dispatch(t, event)
+            if self._waiting:
+                self.waiters.check(t, event)
+
+    def _emit_error(self, code: str, msg: str, exception: BaseException | None = None) -> None:
+        self._emit(ErrorEvent({"type": "error", "error": {"code": code, "msg": msg}}, exception))
+
+    def _emit_open(self, answer: dict) -> None:
+        # Handlers get the whole connect answer; the record keeps who and
+        # where (the socket URL is a short-lived secret).
+        team = answer.get("team") if isinstance(answer.get("team"), dict) else {}
+        me = answer.get("self") if isinstance(answer.get("self"), dict) else {}
+        summary = {"type": "open", "connection": self.connection_number, "team": team.get("id"), "user": me.get("id")}
+        self._emit({**answer, "type": "open"}, recorded=summary)
+
+    def _set_state(self, new: State) -> None:
+        old = self._state
+        if new == old:
+            return
+        self._state = new
+        if self.loop is not None:
+            self._emit({"type": "state_change", "state": str(new), "previous": str(old)})
+
+    def _handler_failed(self, handler: Handler, exc: BaseException, tb: str, event: dict) -> None:
+        log.warning("handler %r raised %r", handler.name, exc)
+        err = ErrorEvent({"type": "error", "handler": handler.name, "error": repr(exc), "traceback": tb}, exc)
+        # An error handler that fails on a handler error would loop forever.
+        self._emit(err, dispatch="handler" not in event)
+
+    def _sent(self, message: dict, text: str) -> None:
+        if self._record is not None:
+            self._record(message, text, "out", self.connection_number, _time())
+        if self._taps:
+            self._feed_taps(message)
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    async def wait_for(self, type: str = "*", count: int = 1, timeout: float | None = None) -> Any:
+        """Wait for the next ``count`` events of ``type`` (``"*"``: any).
+
+        Returns the event when ``count`` is 1, else the list of them. Raises
+        TimeoutError after ``timeout`` seconds and what stopped the client if
+        it stops first.
+        """
+        return await self.waiters.wait_for(type, count, timeout)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _submit(self, message: dict, *, paced: bool, want_reply: bool, check: Callable[[dict], Any]) -> Any:
+        """Queue ``message`` for the socket (see :meth:`Outbox.submit`). Not being
+        connected is said first; then ``check`` (the transport's size and
+        shape rules) fails a bad message where it was written."""
+        if self._state in _IDLE or self.loop is None:
+            raise SlackClientNotConnectedError(
+                f"the client is {self._state}: call client.start() (or await client.connect()) before sending")
+        check(message)
+        return self.outbox.submit(self.loop, message, paced, want_reply)

@@ -1,0 +1,96 @@
+"""The seam between the session core and a transport (RTM today; Socket Mode next).
+
+The core (:mod:`rtm_notebook.session`) owns everything a notebook sees:
+state, reconnecting, recording, handlers, waiters, the outbox. A transport
+owns only the wire: how a socket is asked for, what its frames mean, how
+they are answered. What passes between them is below; nothing else does.
+
+A transport gives the core:
+
+* ``await transport.connect()`` → the answer of the call that issues a
+  socket URL (``rtm.connect`` / ``apps.connections.open``) as a dict with
+  at least ``url``. It raises a :class:`~rtm_notebook.errors.SlackApiError`
+  for what no retry can fix (a bad token: the session stops and says what
+  to do; the public type, so ``except SlackApiError`` around ``start()``
+  catches it, as in slackclient 2.x) and :class:`Retry`
+  for what a later attempt may fix (with Slack's ``Retry-After`` when it
+  sent one).
+* ``transport.link(answer, wiring)`` → a :class:`Link`: one socket, not
+  opened yet.
+* ``transport.control`` → the event types the core must show the link
+  before anything else happens to them (RTM: ``goodbye``; Socket Mode:
+  ``disconnect``). ``hello`` is the core's own: it means "connected" on
+  both.
+
+A link reads frames in order and for each received batch calls, on the
+loop, ``wiring.record(frames, events, received_at)`` (the EventFrame's
+``extend``; None when not recording) and then ``wiring.intake(event)`` for
+each event. A frame that is no event becomes an ``error`` event passed as
+``intake(event, raw)`` so the core records it with its text. A transport
+whose events must be acknowledged (Socket Mode) acknowledges each one
+after ``record`` and before ``intake``, so no handler can delay an ack.
+``wiring.sent(message, text)`` is called for every frame written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["ConnectionClosed", "Link", "Retry", "Transport", "Wiring"]
+
+
+class ConnectionClosed(ConnectionError):
+    """The socket closed before a frame could be written (the message stays queued)."""
+
+
+class Retry(Exception):
+    """Asking for a socket failed in a way that a later attempt may fix.
+
+    ``error`` is what a client that does not retry (``auto_reconnect=False``)
+    raises instead: Slack's refusal as a SlackApiError.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What the core hands a link: where its frames and events go."""
+
+    number: int
+    intake: Callable[..., None]
+    sent: Callable[[dict, str], None]
+    record: Callable[[Sequence[bytes], Sequence[dict], float], None] | None
+
+
+class Link(Protocol):
+    """One socket of a transport."""
+
+    number: int
+    #: id -> future of a sent message whose reply is awaited
+    waiters: dict[int, Any]
+    #: why the socket ended ("closed 1000", "goodbye", "stale: ...", "network: ...")
+    end_reason: str | None
+
+    async def open(self) -> None: ...
+    async def run(self) -> str: ...
+    async def send(self, message: dict) -> int: ...
+    async def close(self) -> None: ...
+    def control(self, event: dict) -> Any: ...  # an awaitable the core runs beside the read loop, or None
+    def abandon(self) -> dict[int, Any]: ...
+
+
+class Transport(Protocol):
+    """How one kind of Slack socket is opened."""
+
+    name: str
+    control: frozenset[str]
+
+    async def connect(self) -> dict: ...
+    def link(self, answer: dict, wiring: Wiring) -> Link: ...
+    async def aclose(self) -> None: ...
