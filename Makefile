@@ -3,15 +3,25 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# The client's own tests also run on Python 3.13, whose asyncio differs
+# (get_event_loop without a loop is deprecated in 3.12+, removed in 3.14).
+VENV313 := .venv313
+CLIENT_TESTS := tests/test_seed_compat.py tests/test_client_seed.py tests/test_client_modern.py \
+                tests/test_client_faults.py tests/test_connection.py tests/test_protocol.py \
+                tests/test_handlers.py tests/test_events.py tests/test_web.py
 
-.PHONY: setup demo test bench browser-deps
+.PHONY: setup demo test lint test-py313 bench browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-setup: $(BIN)/python
+# Installed again only when pyproject.toml changes (the stamp is older).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/rtm-notebook demo
@@ -22,7 +32,24 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium'"; exit 1; fi; }
 
-test: setup browser-deps
+lint: setup
+	$(BIN)/ruff check .
+
+# python3.13 where it runs; under pyenv, the installed 3.13 even when it is not the active version.
+PY313 = $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13; do \
+          $$p -c '' >/dev/null 2>&1 && { echo $$p; break; }; done)
+
+$(VENV313)/.installed: pyproject.toml
+	@test -n "$(PY313)" || { echo "Python 3.13 not found: install python3.13 to run the client's tests on it"; exit 1; }
+	$(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/pip install -q --upgrade pip
+	$(VENV313)/bin/pip install -q -e '.[client-test]'
+	touch $@
+
+test-py313: $(VENV313)/.installed
+	$(VENV313)/bin/python -m pytest -q -p no:cacheprovider $(CLIENT_TESTS)
+
+test: lint browser-deps test-py313
 	$(BIN)/python -m pytest
 
 bench: setup
