@@ -857,6 +857,16 @@ class EventFrame:
                 self._cache, self._cache_key = df, key
         return df
 
+    def messages(self, user_names: dict[str, str] | None = None,
+                 channel_names: dict[str, str] | None = None) -> pd.DataFrame:
+        """The message events received, with ``user_name`` and ``channel_name``
+        columns from these id → name maps (``<NA>`` where a name is unknown)."""
+        df = self.to_pandas()
+        df = df[(df["type"] == "message") & (df["direction"] == "in")].copy()
+        df["user_name"] = df["user"].map(user_names or {}).astype("string")
+        df["channel_name"] = df["channel"].map(channel_names or {}).astype("string")
+        return df
+
     def __len__(self) -> int:
         with self._lock:
             return self._chunk_total + len(self._times)

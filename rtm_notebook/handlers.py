@@ -30,14 +30,15 @@ import re
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from time import perf_counter
 from typing import Any
 
+from rtm_notebook.errors import SlackClientError
 from rtm_notebook.loops import hand_over
 
-__all__ = ["ErrorEvent", "Handler", "HandlerRegistry", "STOP_TIMEOUT"]
+__all__ = ["ErrorEvent", "Handler", "HandlerRegistry", "STOP_TIMEOUT", "event_types", "validate_handler"]
 
 # How long stopping waits for a sync handler that is still inside a call
 # before leaving its thread to finish on its own (it exits right after).
@@ -57,6 +58,31 @@ class ErrorEvent(dict):
     def __init__(self, fields: dict, exception: BaseException | None) -> None:
         super().__init__(fields)
         self.exception = exception
+
+
+def validate_handler(fn: Any) -> None:
+    """Raise :class:`SlackClientError` unless ``fn`` can be called as ``fn(client, event)``."""
+    name = getattr(fn, "__name__", repr(fn))
+    if not callable(fn):
+        raise SlackClientError(f"The handler '{name}' is not callable.")
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        raise SlackClientError(
+            f"The handler '{name}' must accept two arguments (client, event), "
+            f"e.g. `def {name}(client, event): ...`; seed-style callbacks take **payload "
+            "and are registered with RTMClient.run_on(event=...).") from None
+    except ValueError:  # no signature available (some builtins): let it be called
+        pass
+
+
+def event_types(event: str | Iterable[str]) -> list[str]:
+    if isinstance(event, str):
+        return [event]
+    events = list(event)
+    if not events or not all(isinstance(e, str) and e for e in events):
+        raise SlackClientError(f"event must be an event type such as 'message' or a list of them, not {event!r}")
+    return events
 
 
 def _seed_data(event: dict) -> Any:
@@ -431,6 +457,16 @@ class HandlerRegistry:
         if self._loop is not None:
             handler._start(self, self._loop)
         return handler
+
+    def register(self, events: list[str], fn: Callable, *, name: str | None = None, filters: dict | None = None,
+                 call_context: Callable[[], AbstractContextManager] | None = None) -> None:
+        """Register a modern handler ``fn(client, event)`` for each of ``events``
+        (named ``name:event`` when there are several)."""
+        validate_handler(fn)
+        base = name or getattr(fn, "__name__", None)
+        for ev in events:
+            hname = base if len(events) == 1 or base is None else f"{base}:{ev}"
+            self.add(ev, fn, name=hname, filters=filters, call_context=call_context)
 
     def remove(self, name: str) -> bool:
         """Remove the handler called ``name``; return whether there was one."""

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rtm_notebook.errors import SlackClientError
+from rtm_notebook.handlers import event_types
 from rtm_notebook.loops import call_soon
 from rtm_notebook.rtm.client import RTMSession
-from rtm_notebook.session import event_types
 
 __all__ = ["RTMClient"]
 

@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import inspect
 import logging
 import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rtm_notebook.directory import NAMING_EVENTS, Directory
 from rtm_notebook.errors import DeliveryError, SlackClientError, SlackClientNotConnectedError
 from rtm_notebook.events import EventFrame
-from rtm_notebook.handlers import ErrorEvent, Handler, HandlerRegistry
+from rtm_notebook.handlers import ErrorEvent, Handler, HandlerRegistry, event_types
 from rtm_notebook.loops import on_loop_thread
 from rtm_notebook.outbox import Outbox
 from rtm_notebook.runner import Runner
@@ -39,7 +38,7 @@ from rtm_notebook.transport import Link, Retry, Transport, Wiring
 from rtm_notebook.waiters import Waiters
 from rtm_notebook.web import DEFAULT_BASE_URL, AsyncWebClient, WebClient, WebClients, mask_token
 
-__all__ = ["Session", "State", "Backoff", "validate_handler"]
+__all__ = ["Session", "State", "Backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -91,39 +90,16 @@ class Backoff:
         return min(RECONNECT_MAX, RECONNECT_BASE * 2 ** (self.attempt - 1)) * random.uniform(0.5, 1.0)
 
 
-def validate_handler(fn: Any) -> None:
-    """Raise :class:`SlackClientError` unless ``fn`` can be called as ``fn(client, event)``."""
-    name = getattr(fn, "__name__", repr(fn))
-    if not callable(fn):
-        raise SlackClientError(f"The handler '{name}' is not callable.")
-    try:
-        inspect.signature(fn).bind(None, None)
-    except TypeError:
-        raise SlackClientError(
-            f"The handler '{name}' must accept two arguments (client, event), "
-            f"e.g. `def {name}(client, event): ...`; seed-style callbacks take **payload "
-            "and are registered with RTMClient.run_on(event=...).") from None
-    except ValueError:  # no signature available (some builtins): let it be called
-        pass
-
-
-def event_types(event: str | Iterable[str]) -> list[str]:
-    if isinstance(event, str):
-        return [event]
-    events = list(event)
-    if not events or not all(isinstance(e, str) and e for e in events):
-        raise SlackClientError(f"event must be an event type such as 'message' or a list of them, not {event!r}")
-    return events
-
-
 class Session:
     """A Slack socket client on the running event loop; subclasses give the transport.
 
     ``auto_reconnect``: open a new socket when one ends or fails (off: the
     first failure ends the session). ``loop``: the loop a script runs on
     (default: the caller's current one); ``run_async``: ``start()`` returns
-    the task instead of running it, as in slackclient 2.x. ``record_to`` (a JSON-lines path) and
-    ``max_rows`` go to the EventFrame; ``record=False`` keeps nothing.
+    the task instead of running it, as in slackclient 2.x. ``record_to`` (a
+    JSON-lines path) and ``max_rows`` go to the EventFrame; ``record=False``
+    keeps nothing. ``user_names`` / ``channel_names`` map ids to the names
+    learnt so far (for :meth:`messages`).
     ``timeout``, ``ssl``, ``proxy``, ``headers`` and ``base_url`` are the
     HTTP options of the Web API and of the socket.
     """
@@ -133,8 +109,8 @@ class Session:
 
     def __init__(self, token: str | None, *, auto_reconnect: bool = True, ssl: Any = None, proxy: str | None = None,
                  timeout: float = 30, base_url: str = DEFAULT_BASE_URL, headers: dict | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None, run_async: bool = False, record_to: str | os.PathLike | None = None,
-                 max_rows: int | None = None, record: bool = True) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, run_async: bool = False,
+                 record_to: str | os.PathLike | None = None, max_rows: int | None = None, record: bool = True) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise SlackClientError(f"base_url must be an http(s) URL like {DEFAULT_BASE_URL!r}, not {base_url!r}")
         if not record and record_to is not None:
@@ -155,6 +131,7 @@ class Session:
         self.last_error: BaseException | None = None
         self._log: Any = None
         self.directory = Directory()
+        self.user_names, self.channel_names = self.directory.users, self.directory.channels
         self.outbox = Outbox()
         self._state = State.DISCONNECTED
         self._runner = Runner(self, loop=loop, run_async=run_async)
@@ -200,11 +177,7 @@ class Session:
         filters = {"match": match, "channel": channel, "subtype": subtype}
 
         def decorator(fn: Callable) -> Callable:
-            validate_handler(fn)
-            base = name or getattr(fn, "__name__", None)
-            for ev in events:
-                hname = base if len(events) == 1 or base is None else f"{base}:{ev}"
-                self.handlers.add(ev, fn, name=hname, filters=filters, call_context=call_context)
+            self.handlers.register(events, fn, name=name, filters=filters, call_context=call_context)
             return fn
 
         return decorator
@@ -249,19 +222,13 @@ class Session:
 
     @property
     def team(self) -> dict | None:
+        """The ``team`` of the last connect answer."""
         return self._team
 
     @property
     def self(self) -> dict | None:
+        """The ``self`` (the bot user) of the last connect answer."""
         return self._self
-
-    @property
-    def user_names(self) -> dict[str, str]:
-        return self.directory.users
-
-    @property
-    def channel_names(self) -> dict[str, str]:
-        return self.directory.channels
 
     @property
     def events(self) -> Any:
@@ -270,11 +237,7 @@ class Session:
 
     def messages(self) -> Any:
         """Message events received, with ``user_name`` and ``channel_name`` columns added."""
-        df = self.event_frame.to_pandas()
-        df = df[(df["type"] == "message") & (df["direction"] == "in")].copy()
-        df["user_name"] = df["user"].map(self.directory.users).astype("string")
-        df["channel_name"] = df["channel"].map(self.directory.channels).astype("string")
-        return df
+        return self.event_frame.messages(self.user_names, self.channel_names)
 
     @property
     def log(self) -> Any:
@@ -564,6 +527,10 @@ class Session:
         self._emit(err, dispatch="handler" not in event)
 
     def _sent(self, message: dict, text: str) -> None:
+        me = self._self.get("id") if isinstance(self._self, dict) else None
+        if me is not None and message.get("type") == "message":
+            # The bot's own message carries its user, as Slack's copy of it will.
+            message, text = {**message, "user": me}, None
         if self._record is not None:
             self._record(message, text, "out", self.connection_number, _time())
         if self._taps:

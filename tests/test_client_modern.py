@@ -107,6 +107,10 @@ async def test_wait_for_and_send_message_reply(sim):
     assert out["text"].tolist() == ["hello from rtm"]
     sent_id = json.loads(out["raw"].iloc[0])["id"]
     assert (df["reply_to"] == sent_id).sum() == 1
+    # every row has a type (a reply's is "reply"), and the bot's own message carries its user
+    assert df["type"].notna().all()
+    assert df.loc[df["reply_to"] == sent_id, "type"].tolist() == ["reply"]
+    assert out["user"].tolist() == [rtm.self["id"]]
 
     with pytest.raises(TimeoutError):
         await rtm.wait_for("never_happens", timeout=0.05)

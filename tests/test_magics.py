@@ -249,7 +249,7 @@ async def test_connect_handle_reply_replace_remove_stop(capsys, shell):
 
     table = (await ok(shell, "%rtm_handlers")).result
     assert list(table.columns) == ["name", "event", "filters", "calls", "errors", "last error", "mean time",
-                                   "queued", "busy"]
+                                   "queued", "dropped", "busy"]
     assert table.loc[0, "name"] == name and table.loc[0, "filters"] == "match='Hello'"
 
     await ok(shell, f"%rtm_off {name}")

@@ -458,7 +458,7 @@ class RTMMagics(Magics):
             if not callable(fn):
                 raise UsageError(f"{args.function!r} is not a function defined in this notebook. Define def {args.function}(client, event): ... first")
             from rtm_notebook.errors import SlackClientError
-            from rtm_notebook.session import validate_handler
+            from rtm_notebook.handlers import validate_handler
 
             try:
                 validate_handler(fn)
@@ -552,7 +552,8 @@ class RTMMagics(Magics):
     @line_magic
     def rtm_handlers(self, line: str = "") -> Any:
         """A table of the handlers: name, event, filters, calls, errors, last error, mean time,
-        queued (events waiting) and busy (how long the call in progress has run; NaT when idle)."""
+        queued (events waiting), dropped (given to it and never run: see docs/architecture.md,
+        "Stopping") and busy (how long the call in progress has run; NaT when idle)."""
         if line.strip():
             raise UsageError("%rtm_handlers takes no arguments")
         import pandas as pd
@@ -568,11 +569,13 @@ class RTMMagics(Magics):
                 "last error": s["last_error"],
                 "mean time": pd.Timedelta(seconds=s["mean_time"]) if s["calls"] else pd.NaT,
                 "queued": s["queued"],
+                "dropped": s["dropped"],
                 "busy": pd.Timedelta(seconds=s["busy_for"]) if s["busy_for"] is not None else pd.NaT,
             }
             for s in sess.run(sess.client.handlers.stats)
         ]
-        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "busy"]
+        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "dropped",
+                   "busy"]
         return pd.DataFrame(rows, columns=columns)
 
     # -- %rtm_status, %rtm_log, %rtm_stop ----------------------------------------
