@@ -30,6 +30,12 @@ from aiohttp import WSMsgType, web
 from rtm_notebook.sim.model import Workspace
 from rtm_notebook.sim.traffic import Traffic
 from rtm_notebook.sim.webapi import ApiError, Args, WebApi
+from rtm_notebook.sim.wire import CLOSE_TIMEOUT, SEND_SLICE, WRITE_BUFFER_HIGH
+from rtm_notebook.sim.wire import bearer as _bearer
+from rtm_notebook.sim.wire import json_response as _json
+from rtm_notebook.sim.wire import local_address as _local_address
+from rtm_notebook.sim.wire import text_header as _text_header
+from rtm_notebook.sim.wire import url_host as _url_host
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +49,8 @@ BUCKET_RATE = 1.0
 # The generator waits while any socket has this many frames not yet written,
 # so a slow reader bounds memory instead of growing a queue without end.
 BACKLOG_HIGH = 20_000
-SEND_SLICE = 512  # frames a socket writes at once before letting other work run
-WRITE_BUFFER_HIGH = 1 << 20  # bytes buffered for a socket before its sender waits
 GEN_BATCH = 256  # events the generator makes before letting other work run
 CALL_TIMEOUT = 30.0
-CLOSE_TIMEOUT = 2.0  # seconds a client has to answer a close frame
 
 # RTM error codes. Slack documents -1 (slow down), 1 (URL expired) and 2
 # (text missing); the others are the simulator's own, with Slack-like texts.
@@ -61,14 +64,6 @@ E_BAD_FRAME = 6
 E_UNSUPPORTED = {"code": 7, "msg": "unsupported message type"}
 
 MALFORMED_KINDS = ("not_json", "binary", "no_type", "array", "huge", "nested", "bad_utf8")
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 class _Ticket:
@@ -843,42 +838,6 @@ class SimWorkspace:
         else:
             for user in known:
                 conn.send({"type": "presence_change", "user": user, "presence": self._ws.presence[user]})
-
-
-def _text_header(length: int) -> bytes:
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 65536:
-        return b"\x81\x7e" + length.to_bytes(2, "big")
-    return b"\x81\x7f" + length.to_bytes(8, "big")
-
-
-def _local_address(request: web.Request) -> str:
-    """host:port the client reached, from the socket rather than the (client-chosen) Host header."""
-    host, port = request.transport.get_extra_info("sockname")[:2]
-    return f"{_url_host(host)}:{port}"
-
-
-def _url_host(host: str) -> str:
-    """The host to put in URLs: a wildcard bind is reached through loopback."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    except ValueError:
-        pass
-    return host
-
-
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
 
 
 async def _read_args(request: web.Request) -> dict[str, Any]:
