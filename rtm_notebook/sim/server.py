@@ -28,6 +28,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from rtm_notebook.sim.model import Workspace
+from rtm_notebook.sim.socketmode import SocketMode
 from rtm_notebook.sim.traffic import Traffic
 from rtm_notebook.sim.webapi import ApiError, Args, WebApi
 from rtm_notebook.sim.wire import CLOSE_TIMEOUT, SEND_SLICE, WRITE_BUFFER_HIGH
@@ -159,6 +160,7 @@ class SimWorkspace:
         self._runner: web.AppRunner | None = None
         self._gen_wake: asyncio.Event | None = None
         self.base_url = ""
+        self._sm = SocketMode(self)
 
     def __repr__(self) -> str:
         state = self.base_url or "stopped"
@@ -222,6 +224,7 @@ class SimWorkspace:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/websocket/{ticket}", self._handle_socket)
+        self._sm.start(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -231,15 +234,16 @@ class SimWorkspace:
         self.base_url = f"http://{_url_host(self._host)}:{port}/api/"
         self._gen_wake = asyncio.Event()
         self._spawn(self._generate())
+        self._sm.run()
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        conns = list(self._conns.values())
+        conns = self._all_conns()
         for conn in conns:
             self._close_now(conn, 1001, b"server stopping")
         deadline = time.monotonic() + 1.0
-        while self._conns and time.monotonic() < deadline:
+        while (self._conns or self._sm.conns) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for conn in conns:
             if conn.request.transport is not None:
@@ -382,6 +386,9 @@ class SimWorkspace:
             self._broadcast(event)
 
     def _broadcast(self, event: dict[str, Any], exclude: _Conn | None = None) -> None:
+        sm = self._sm
+        if sm.ever_opened:  # Socket Mode gets it as an events_api envelope, on one connection
+            sm.dispatch(event)
         body = orjson.dumps(event)
         for conn in self._conns.values():
             if conn is not exclude and not conn.closing:
@@ -400,7 +407,19 @@ class SimWorkspace:
                 conn.push(batch if conn.batch_presence else single)
 
     def _backlogged(self) -> bool:
-        return any(len(c.queue) >= BACKLOG_HIGH for c in self._conns.values())
+        return any(len(c.queue) >= BACKLOG_HIGH for c in self._conns.values()) or self._sm.backlogged(BACKLOG_HIGH)
+
+    def _all_conns(self) -> list[Any]:
+        """Every open socket, RTM and Socket Mode (the faults act on both)."""
+        return [*self._conns.values(), *self._sm.conns.values()]
+
+    def _socket_opened(self) -> None:
+        """A socket said hello: traffic may flow, and an armed burst_after_hello goes out now."""
+        self._gen_wake.set()
+        if self._after_hello:
+            n, self._after_hello = self._after_hello, 0
+            for _ in range(n):
+                self._emit(self._traffic.next())
 
     async def _generate(self) -> None:
         """Emit ``rate`` events per second while a socket is open.
@@ -413,7 +432,7 @@ class SimWorkspace:
         epoch, emitted = loop.time(), 0
         while True:
             rate = self._rate
-            if rate <= 0 or not self._conns:
+            if rate <= 0 or not (self._conns or self._sm.conns):
                 wake.clear()
                 await wake.wait()
                 epoch, emitted = loop.time(), 0
@@ -448,16 +467,19 @@ class SimWorkspace:
     # -- faults --------------------------------------------------------
 
     def drop_connections(self) -> None:
-        """Abort every socket's TCP connection: no close frame, no goodbye."""
+        """Abort every socket's TCP connection (RTM and Socket Mode): no close frame, no goodbye."""
         def drop() -> None:
-            for conn in list(self._conns.values()):
+            for conn in self._all_conns():
                 conn.closing = True
                 if conn.request.transport is not None:
                     conn.request.transport.abort()
         self._call(drop)
 
     def send_goodbye(self) -> None:
-        """Send ``goodbye`` on every socket (after what is queued), then close it."""
+        """Send ``goodbye`` on every RTM socket (after what is queued), then close it.
+
+        Socket Mode has no goodbye: see ``socket_mode_disconnect``.
+        """
         def goodbye() -> None:
             for conn in self._conns.values():
                 conn.send({"type": "goodbye"})
@@ -465,14 +487,14 @@ class SimWorkspace:
         self._call(goodbye)
 
     def close_sockets(self, code: int = 1000, reason: str = "") -> None:
-        """Close every socket now with this close code."""
+        """Close every socket (RTM and Socket Mode) now with this close code."""
         if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
             raise ValueError(f"{code} is not a close code a server may send; use 1000-1003, 1007-1014 or 3000-4999")
         if len(reason.encode()) > 123:
             raise ValueError("a close reason is at most 123 bytes of UTF-8")
 
         def close() -> None:
-            for conn in list(self._conns.values()):
+            for conn in self._all_conns():
                 self._close_now(conn, code, reason.encode())
         self._call(close)
 
@@ -516,11 +538,11 @@ class SimWorkspace:
     def _unstall(self) -> None:
         self._stalled = False
         self._stall_handle = None
-        for conn in self._conns.values():
+        for conn in self._all_conns():
             conn.wake.set()
 
     def send_malformed(self, kind: str) -> None:
-        """Send one malformed frame on every socket; ``kind`` is one of MALFORMED_KINDS.
+        """Send one malformed frame on every socket (RTM and Socket Mode); ``kind`` is one of MALFORMED_KINDS.
 
         Malformed frames carry no ``sim_seq`` and are not counted in ``sent``.
         """
@@ -541,7 +563,7 @@ class SimWorkspace:
         data, opcode = frames[kind]
 
         def send() -> None:
-            for conn in self._conns.values():
+            for conn in self._all_conns():
                 conn.push(("raw", data, opcode))
         self._call(send)
 
@@ -558,10 +580,180 @@ class SimWorkspace:
         self._call(apply)
 
     def expire_next_url(self) -> None:
-        """The next socket URL handed out is already expired."""
+        """The next socket URL handed out (rtm.connect, rtm.start or apps.connections.open) is already expired."""
         def apply() -> None:
             self._expire_next = True
         self._call(apply)
+
+    # -- Socket Mode (sim/socketmode.py does the work) -------------------
+
+    @property
+    def app_token(self) -> str:
+        """The app's app-level token (``xapp-…``) for apps.connections.open (accepted only by this workspace)."""
+        return self._sm.app_token
+
+    @property
+    def app_id(self) -> str:
+        return self._sm.app_id
+
+    @property
+    def verification_token(self) -> str:
+        """The ``token`` field of Events API and slash command payloads (Slack's deprecated verification token)."""
+        return self._sm.verification_token
+
+    @property
+    def socket_mode_connections(self) -> int:
+        """Socket Mode connections open now (including any told to go and not yet closed)."""
+        return len(self._sm.conns)
+
+    @property
+    def events_dispatched(self) -> int:
+        """Events wrapped as events_api envelopes so far: the last ``sim_seq`` handed out (retries not counted)."""
+        return self._sm._seq
+
+    @property
+    def connections_open_calls(self) -> list[float]:
+        """``time.monotonic()`` of every apps.connections.open call, answered or not."""
+        return list(self._sm.open_calls)
+
+    @property
+    def envelopes_sent(self) -> list[dict[str, Any]]:
+        """Every envelope written: ``{envelope_id, type, event_id, sim_seq, retry_attempt, retry_reason, connection, sent_at}``."""
+        return list(self._sm.envelopes_sent)
+
+    @property
+    def acks(self) -> list[dict[str, Any]]:
+        """Every ack received: ``{envelope_id, type, event_id, retry_attempt, acked_at, sent_at, payload, connection, late}``.
+
+        ``type`` is None for an envelope id the workspace never sent. ``late``:
+        a retry had already been written (events), or the 3 s had passed
+        (slash commands, interactive payloads).
+        """
+        return list(self._sm.acks)
+
+    @property
+    def redelivered(self) -> list[dict[str, Any]]:
+        """Every retry of an unacknowledged event: ``{event_id, sim_seq, envelope_id, previous_envelope_id,
+        retry_attempt, reason ("timeout" | "connection_closed"), at, acked_late}``.
+
+        ``acked_late`` turns true when the attempt before it is acked after the retry went out.
+        """
+        return list(self._sm.redelivered)
+
+    @property
+    def undelivered(self) -> list[dict[str, Any]]:
+        """Events given up on: ``reason`` "retries_exhausted" (3 retries unacked) or "no_connection"."""
+        return list(self._sm.undelivered)
+
+    @property
+    def slash_timeouts(self) -> list[dict[str, Any]]:
+        """Slash commands not acked within ``ack_timeout`` (reason "timeout"), or sent with no connection open."""
+        return list(self._sm.slash_timeouts)
+
+    @property
+    def interactive_timeouts(self) -> list[dict[str, Any]]:
+        """Interactive payloads not acked within ``ack_timeout`` (Slack does not retry them either)."""
+        return list(self._sm.interactive_timeouts)
+
+    @property
+    def command_answers(self) -> list[dict[str, Any]]:
+        """Slash command answers from ack payloads: ``{envelope_id, command, text, payload, channel, user, visible, at}``."""
+        return list(self._sm.command_answers)
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        """Every POST to a response_url: ``{url, envelope_id, kind ("commands" | "actions"), body, at}``."""
+        return list(self._sm.responses)
+
+    @property
+    def socket_mode_disconnects(self) -> list[dict[str, Any]]:
+        """Every ``disconnect`` frame sent: ``{connection, reason, at}``."""
+        return list(self._sm.disconnects)
+
+    def _sm_setting(name: str, doc: str):  # noqa: N805 (a property factory used in the class body)
+        def get(self) -> float:
+            return getattr(self._sm, name)
+
+        def set_(self, value: float) -> None:
+            if not (value > 0):
+                raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+            if self._thread is None:
+                setattr(self._sm, name, float(value))
+            else:
+                self._call(setattr, self._sm, name, float(value))
+        return property(get, set_, doc=doc)
+
+    ack_timeout = _sm_setting("ack_timeout", "Seconds an envelope waits for its ack before a retry (events) or a timeout (Slack: 3).")
+    debug_reconnect_after = _sm_setting(
+        "debug_reconnect_after", "Seconds a ``&debug_reconnects=true`` connection lives before refresh_requested (Slack: about 360).")
+    disconnect_close_after = _sm_setting(
+        "disconnect_close_after", "Seconds between a refresh_requested / too_many_websockets / link_disabled disconnect and the close.")
+    socket_mode_ping_interval = _sm_setting(
+        "ping_interval", "Seconds between the server's WebSocket pings on Socket Mode connections.")
+    del _sm_setting
+
+    def slash_command(self, command: str = "/deploy", text: str = "", user: str | None = None,
+                      channel: str | None = None) -> str:
+        """A person runs ``command text`` in ``channel`` (default #general; ``user`` default: the first human).
+
+        Sends a ``slash_commands`` envelope on one Socket Mode connection and
+        returns its envelope id (see ``wait_for_ack``, ``command_answers``).
+        """
+        return self._call(self._sm.slash_command, command, text, user, channel)
+
+    def block_action(self, action_id: str, value: str | None = None, user: str | None = None,
+                     channel: str | None = None, message_ts: str | None = None, block_id: str | None = None) -> str:
+        """A person clicks a button: an ``interactive`` envelope with a ``block_actions`` payload.
+
+        With ``channel`` and ``message_ts`` the button is on that message (the
+        payload has ``message``, ``channel`` and a ``response_url``); without
+        them it is in a view (the App Home). Returns the envelope id.
+        """
+        return self._call(self._sm.block_action, action_id, value, user, channel, message_ts, block_id)
+
+    def shortcut(self, callback_id: str, user: str | None = None, channel: str | None = None,
+                 message_ts: str | None = None) -> str:
+        """A global shortcut, or with ``channel`` and ``message_ts`` a message shortcut. Returns the envelope id."""
+        return self._call(self._sm.shortcut, callback_id, user, channel, message_ts)
+
+    def view_submission(self, callback_id: str, values: dict[str, Any] | None = None, user: str | None = None) -> str:
+        """A person submits a modal (``values`` is its ``state.values``). Returns the envelope id."""
+        return self._call(self._sm.view_submission, callback_id, values, user)
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Block until ``envelope_id`` is acknowledged and return the ack record (TimeoutError after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self._sm.acks_by_id.get(envelope_id)
+            if record is not None:
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"envelope {envelope_id} was not acknowledged within {timeout:g} s")
+            time.sleep(0.005)
+
+    def socket_mode_disconnect(self, reason: str = "refresh_requested", connection: int | None = None) -> int:
+        """Send ``{"type":"disconnect","reason":reason}`` on every Socket Mode connection (or just ``connection``).
+
+        ``warning`` only warns. ``refresh_requested``, ``too_many_websockets``
+        and ``link_disabled`` also stop new envelopes going to that
+        connection (while another is open) and close it
+        ``disconnect_close_after`` seconds later; ``link_disabled`` also turns
+        Socket Mode off, so apps.connections.open is refused until
+        ``enable_socket_mode()``. Returns how many connections got it.
+        """
+        return self._call(self._sm.disconnect, reason, connection)
+
+    def enable_socket_mode(self) -> None:
+        """Turn Socket Mode back on after a ``link_disabled``."""
+        self._call(self._sm.enable)
+
+    def rate_limit_connections_open(self, calls: int, retry_after: int = 1) -> None:
+        """Answer the next ``calls`` apps.connections.open with HTTP 429 and ``Retry-After``."""
+        self._call(self._sm.rate_limit, calls, retry_after)
+
+    def fail_connections_open(self, error: str, calls: int = 1) -> None:
+        """Answer the next ``calls`` apps.connections.open with ``{"ok": false, "error": error}``."""
+        self._call(self._sm.fail, error, calls)
 
     # -- Web API -------------------------------------------------------
 
@@ -574,6 +766,8 @@ class SimWorkspace:
             return _json({"ok": False, "error": "request_too_large"}, status=413)
         except ApiError as exc:
             return _json(exc.body())
+        if method == "apps.connections.open":
+            return self._sm.connections_open(request, data)
         is_connect = method in ("rtm.connect", "rtm.start")
         if method not in self._api.methods and not is_connect:
             return _json({"ok": False, "error": "unknown_method", "req_method": method})
@@ -594,7 +788,8 @@ class SimWorkspace:
             return _json({"ok": False, "error": "not_authed"})
         caller = self._tokens.get(token)
         if caller is None:
-            return _json({"ok": False, "error": "invalid_auth"})
+            # An app-level token opens Socket Mode connections and nothing else (Slack's rule too).
+            return _json({"ok": False, "error": "not_allowed_token_type" if token == self._sm.app_token else "invalid_auth"})
         try:
             if is_connect:
                 body = self._rtm_connect(request, caller, data, full=method == "rtm.start")
@@ -668,11 +863,7 @@ class SimWorkspace:
             ticket.used = True
             conn.send({"type": "hello"})
             self._conns[conn.number] = conn
-            self._gen_wake.set()
-            if self._after_hello:
-                n, self._after_hello = self._after_hello, 0
-                for _ in range(n):
-                    self._emit(self._traffic.next())
+            self._socket_opened()
         try:
             while True:
                 msg = await ws.receive()
@@ -883,6 +1074,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, seed: int =
             print(f"Simulated Slack workspace {sim.team['name']!r} (seed {seed}, {rate:g} events/s)")
             print(f"  base URL: {sim.base_url}")
             print(f"  token:    {sim.token}")
+            print(f"  app token (Socket Mode): {sim.app_token}")
             if not _is_loopback(host):
                 print(f"  warning: bound to {host}, so other machines can reach it")
             print("Ctrl-C stops it.", flush=True)
