@@ -521,7 +521,7 @@ async def test_block_action_and_response_url(sim):
     envelope_id = sim.block_action("approve", "yes", user=human(sim), channel=general, message_ts=posted["ts"])
     envelope = await sock.envelope()
     assert envelope["envelope_id"] == envelope_id and envelope["type"] == "interactive"
-    assert envelope["accepts_response_payload"] is True
+    assert envelope["accepts_response_payload"] is False  # a block action's ack carries nothing
     payload = envelope["payload"]
     assert payload["type"] == "block_actions" and payload["user"]["id"] == human(sim)
     (action,) = payload["actions"]
@@ -576,6 +576,7 @@ async def test_shortcut_and_view_submission(sim):
     envelope_id = sim.view_submission("new_ticket", values)
     submission = await sock.envelope()
     assert submission["envelope_id"] == envelope_id and submission["type"] == "interactive"
+    assert submission["accepts_response_payload"] is True  # for a response_action
     view = submission["payload"]["view"]
     assert submission["payload"]["type"] == "view_submission" and view["callback_id"] == "new_ticket"
     assert view["state"]["values"] == values

@@ -28,7 +28,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from rtm_notebook.sim.model import Workspace
-from rtm_notebook.sim.socketmode import SocketMode
+from rtm_notebook.sim.socketmode import SocketMode, SocketModeApi
 from rtm_notebook.sim.traffic import Traffic
 from rtm_notebook.sim.webapi import ApiError, Args, WebApi
 from rtm_notebook.sim.wire import CLOSE_TIMEOUT, SEND_SLICE, WRITE_BUFFER_HIGH
@@ -116,7 +116,7 @@ class _Conn:
         self.push(orjson.dumps(event))
 
 
-class SimWorkspace:
+class SimWorkspace(SocketModeApi):
     """A simulated Slack workspace: Web API + RTM over real loopback sockets.
 
     ``with SimWorkspace(seed=1, rate=20) as sim:`` serves on 127.0.0.1 with an
@@ -584,176 +584,6 @@ class SimWorkspace:
         def apply() -> None:
             self._expire_next = True
         self._call(apply)
-
-    # -- Socket Mode (sim/socketmode.py does the work) -------------------
-
-    @property
-    def app_token(self) -> str:
-        """The app's app-level token (``xapp-…``) for apps.connections.open (accepted only by this workspace)."""
-        return self._sm.app_token
-
-    @property
-    def app_id(self) -> str:
-        return self._sm.app_id
-
-    @property
-    def verification_token(self) -> str:
-        """The ``token`` field of Events API and slash command payloads (Slack's deprecated verification token)."""
-        return self._sm.verification_token
-
-    @property
-    def socket_mode_connections(self) -> int:
-        """Socket Mode connections open now (including any told to go and not yet closed)."""
-        return len(self._sm.conns)
-
-    @property
-    def events_dispatched(self) -> int:
-        """Events wrapped as events_api envelopes so far: the last ``sim_seq`` handed out (retries not counted)."""
-        return self._sm._seq
-
-    @property
-    def connections_open_calls(self) -> list[float]:
-        """``time.monotonic()`` of every apps.connections.open call, answered or not."""
-        return list(self._sm.open_calls)
-
-    @property
-    def envelopes_sent(self) -> list[dict[str, Any]]:
-        """Every envelope written: ``{envelope_id, type, event_id, sim_seq, retry_attempt, retry_reason, connection, sent_at}``."""
-        return list(self._sm.envelopes_sent)
-
-    @property
-    def acks(self) -> list[dict[str, Any]]:
-        """Every ack received: ``{envelope_id, type, event_id, retry_attempt, acked_at, sent_at, payload, connection, late}``.
-
-        ``type`` is None for an envelope id the workspace never sent. ``late``:
-        a retry had already been written (events), or the 3 s had passed
-        (slash commands, interactive payloads).
-        """
-        return list(self._sm.acks)
-
-    @property
-    def redelivered(self) -> list[dict[str, Any]]:
-        """Every retry of an unacknowledged event: ``{event_id, sim_seq, envelope_id, previous_envelope_id,
-        retry_attempt, reason ("timeout" | "connection_closed"), at, acked_late}``.
-
-        ``acked_late`` turns true when the attempt before it is acked after the retry went out.
-        """
-        return list(self._sm.redelivered)
-
-    @property
-    def undelivered(self) -> list[dict[str, Any]]:
-        """Events given up on: ``reason`` "retries_exhausted" (3 retries unacked) or "no_connection"."""
-        return list(self._sm.undelivered)
-
-    @property
-    def slash_timeouts(self) -> list[dict[str, Any]]:
-        """Slash commands not acked within ``ack_timeout`` (reason "timeout"), or sent with no connection open."""
-        return list(self._sm.slash_timeouts)
-
-    @property
-    def interactive_timeouts(self) -> list[dict[str, Any]]:
-        """Interactive payloads not acked within ``ack_timeout`` (Slack does not retry them either)."""
-        return list(self._sm.interactive_timeouts)
-
-    @property
-    def command_answers(self) -> list[dict[str, Any]]:
-        """Slash command answers from ack payloads: ``{envelope_id, command, text, payload, channel, user, visible, at}``."""
-        return list(self._sm.command_answers)
-
-    @property
-    def responses(self) -> list[dict[str, Any]]:
-        """Every POST to a response_url: ``{url, envelope_id, kind ("commands" | "actions"), body, at}``."""
-        return list(self._sm.responses)
-
-    @property
-    def socket_mode_disconnects(self) -> list[dict[str, Any]]:
-        """Every ``disconnect`` frame sent: ``{connection, reason, at}``."""
-        return list(self._sm.disconnects)
-
-    def _sm_setting(name: str, doc: str):  # noqa: N805 (a property factory used in the class body)
-        def get(self) -> float:
-            return getattr(self._sm, name)
-
-        def set_(self, value: float) -> None:
-            if not (value > 0):
-                raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-            if self._thread is None:
-                setattr(self._sm, name, float(value))
-            else:
-                self._call(setattr, self._sm, name, float(value))
-        return property(get, set_, doc=doc)
-
-    ack_timeout = _sm_setting("ack_timeout", "Seconds an envelope waits for its ack before a retry (events) or a timeout (Slack: 3).")
-    debug_reconnect_after = _sm_setting(
-        "debug_reconnect_after", "Seconds a ``&debug_reconnects=true`` connection lives before refresh_requested (Slack: about 360).")
-    disconnect_close_after = _sm_setting(
-        "disconnect_close_after", "Seconds between a refresh_requested / too_many_websockets / link_disabled disconnect and the close.")
-    socket_mode_ping_interval = _sm_setting(
-        "ping_interval", "Seconds between the server's WebSocket pings on Socket Mode connections.")
-    del _sm_setting
-
-    def slash_command(self, command: str = "/deploy", text: str = "", user: str | None = None,
-                      channel: str | None = None) -> str:
-        """A person runs ``command text`` in ``channel`` (default #general; ``user`` default: the first human).
-
-        Sends a ``slash_commands`` envelope on one Socket Mode connection and
-        returns its envelope id (see ``wait_for_ack``, ``command_answers``).
-        """
-        return self._call(self._sm.slash_command, command, text, user, channel)
-
-    def block_action(self, action_id: str, value: str | None = None, user: str | None = None,
-                     channel: str | None = None, message_ts: str | None = None, block_id: str | None = None) -> str:
-        """A person clicks a button: an ``interactive`` envelope with a ``block_actions`` payload.
-
-        With ``channel`` and ``message_ts`` the button is on that message (the
-        payload has ``message``, ``channel`` and a ``response_url``); without
-        them it is in a view (the App Home). Returns the envelope id.
-        """
-        return self._call(self._sm.block_action, action_id, value, user, channel, message_ts, block_id)
-
-    def shortcut(self, callback_id: str, user: str | None = None, channel: str | None = None,
-                 message_ts: str | None = None) -> str:
-        """A global shortcut, or with ``channel`` and ``message_ts`` a message shortcut. Returns the envelope id."""
-        return self._call(self._sm.shortcut, callback_id, user, channel, message_ts)
-
-    def view_submission(self, callback_id: str, values: dict[str, Any] | None = None, user: str | None = None) -> str:
-        """A person submits a modal (``values`` is its ``state.values``). Returns the envelope id."""
-        return self._call(self._sm.view_submission, callback_id, values, user)
-
-    def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Block until ``envelope_id`` is acknowledged and return the ack record (TimeoutError after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            record = self._sm.acks_by_id.get(envelope_id)
-            if record is not None:
-                return record
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"envelope {envelope_id} was not acknowledged within {timeout:g} s")
-            time.sleep(0.005)
-
-    def socket_mode_disconnect(self, reason: str = "refresh_requested", connection: int | None = None) -> int:
-        """Send ``{"type":"disconnect","reason":reason}`` on every Socket Mode connection (or just ``connection``).
-
-        ``warning`` only warns. ``refresh_requested``, ``too_many_websockets``
-        and ``link_disabled`` also stop new envelopes going to that
-        connection (while another is open) and close it
-        ``disconnect_close_after`` seconds later; ``link_disabled`` also turns
-        Socket Mode off, so apps.connections.open is refused until
-        ``enable_socket_mode()``. Returns how many connections got it.
-        """
-        return self._call(self._sm.disconnect, reason, connection)
-
-    def enable_socket_mode(self) -> None:
-        """Turn Socket Mode back on after a ``link_disabled``."""
-        self._call(self._sm.enable)
-
-    def rate_limit_connections_open(self, calls: int, retry_after: int = 1) -> None:
-        """Answer the next ``calls`` apps.connections.open with HTTP 429 and ``Retry-After``."""
-        self._call(self._sm.rate_limit, calls, retry_after)
-
-    def fail_connections_open(self, error: str, calls: int = 1) -> None:
-        """Answer the next ``calls`` apps.connections.open with ``{"ok": false, "error": error}``."""
-        self._call(self._sm.fail, error, calls)
 
     # -- Web API -------------------------------------------------------
 

@@ -31,7 +31,7 @@ from aiohttp import WSMsgType, web
 from rtm_notebook.sim.model import ID_ALPHABET
 from rtm_notebook.sim.wire import CLOSE_TIMEOUT, SEND_SLICE, WRITE_BUFFER_HIGH, bearer, json_response, local_address, text_header
 
-if TYPE_CHECKING:  # the workspace that hosts this server; imported for type checks only
+if TYPE_CHECKING:  # the workspace that hosts this server, for type checks only
     from rtm_notebook.sim.server import SimWorkspace
 
 TICKET_TTL = 30.0  # seconds a Socket Mode URL stays valid (as RTM URLs: Slack does not say)
@@ -43,6 +43,11 @@ MAX_CLIENT_FRAME = 1 << 20
 # Events with no Socket Mode connection open wait for the next one, up to this many.
 MAX_WAITING = 50_000
 BACKLOG_CHECK = 256  # expired acks handled before letting other work run
+# Memory stays bounded under a long firehose: each record list keeps its
+# newest RECORDS_CAP entries, and acks are matched against the newest
+# ENVELOPES_CAP envelopes (an ack for an older one is recorded with type None).
+RECORDS_CAP = 200_000
+ENVELOPES_CAP = 500_000
 # Slack's real hello says about 5 hours; this is the figure PROTOCOL.md quotes.
 APPROXIMATE_CONNECTION_TIME = 18060
 BUILD_NUMBER = 118
@@ -173,18 +178,19 @@ class SocketMode:
         self._fail_calls = 0
         self._fail_error = ""
         self._response_urls: dict[str, str] = {}  # path -> envelope id
-        # Records, for tests (public on SimWorkspace).
-        self.open_calls: list[float] = []
-        self.envelopes_sent: list[dict[str, Any]] = []
-        self.acks: list[dict[str, Any]] = []
-        self.acks_by_id: dict[str, dict[str, Any]] = {}
-        self.redelivered: list[dict[str, Any]] = []
-        self.undelivered: list[dict[str, Any]] = []
-        self.slash_timeouts: list[dict[str, Any]] = []
-        self.interactive_timeouts: list[dict[str, Any]] = []
-        self.command_answers: list[dict[str, Any]] = []
-        self.responses: list[dict[str, Any]] = []
-        self.disconnects: list[dict[str, Any]] = []
+        self._envelope_order: deque[str] = deque()  # for forgetting the oldest past ENVELOPES_CAP
+        # Records, for tests (public on SimWorkspace): the newest RECORDS_CAP of each.
+        self.open_calls: deque[float] = deque(maxlen=RECORDS_CAP)
+        self.envelopes_sent: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.acks: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.acks_by_id: dict[str, dict[str, Any]] = {}  # the first ack of each envelope still remembered
+        self.redelivered: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.undelivered: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.slash_timeouts: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.interactive_timeouts: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.command_answers: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.responses: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
+        self.disconnects: deque[dict[str, Any]] = deque(maxlen=RECORDS_CAP)
 
     def start(self, app: web.Application) -> None:
         """Mount the routes (before the app starts) and the ack watcher (on the loop)."""
@@ -267,7 +273,8 @@ class SocketMode:
         else:
             self.live.append(conn)
             self.ever_opened = True
-            conn.send({"type": "hello", "num_connections": len(self.live),
+            # num_connections: every open one, those told to go included.
+            conn.send({"type": "hello", "num_connections": sum(not c.closing for c in self.conns.values()),
                        "debug_info": {"host": self.applink_host, "build_number": BUILD_NUMBER,
                                       "approximate_connection_time": APPROXIMATE_CONNECTION_TIME},
                        "connection_info": {"app_id": self.app_id}})
@@ -468,8 +475,17 @@ class SocketMode:
                              "retry_reason": "timeout" if attempt else ""})
         env = _Envelope("events_api", data, envelope_id, attempt, delivery=delivery)
         delivery.attempts.append(env)
-        self._envelopes[envelope_id] = env
+        self._remember(env)
         return env
+
+    def _remember(self, env: _Envelope) -> None:
+        envelopes, order = self._envelopes, self._envelope_order
+        envelopes[env.id] = env
+        order.append(env.id)
+        if len(order) > ENVELOPES_CAP:
+            old = order.popleft()
+            envelopes.pop(old, None)
+            self.acks_by_id.pop(old, None)
 
     def _next_event_id(self) -> str:
         self._event_counter += 1
@@ -519,7 +535,8 @@ class SocketMode:
                   "acked_at": now, "sent_at": env.sent_at if env is not None else None,
                   "payload": payload, "connection": conn.number, "late": late}
         self.acks.append(record)
-        self.acks_by_id.setdefault(envelope_id, record)
+        if env is not None:
+            self.acks_by_id.setdefault(envelope_id, record)
         if env is not None and env.command is not None and not late:
             self._answer_command(env, payload, now)
 
@@ -613,11 +630,12 @@ class SocketMode:
         self._response_urls[path] = envelope_id
         return self.host.base_url[: -len("/api/")] + path
 
-    def _inject(self, type_: str, payload: dict[str, Any], envelope_id: str, command: dict[str, Any] | None = None) -> str:
+    def _inject(self, type_: str, payload: dict[str, Any], envelope_id: str, command: dict[str, Any] | None = None,
+                accepts: bool = False) -> str:
         data = orjson.dumps({"envelope_id": envelope_id, "payload": payload, "type": type_,
-                             "accepts_response_payload": True})
+                             "accepts_response_payload": accepts})
         env = _Envelope(type_, data, envelope_id, command=command)
-        self._envelopes[envelope_id] = env
+        self._remember(env)
         self._route(env)
         return envelope_id
 
@@ -637,7 +655,7 @@ class SocketMode:
         }
         record = {"envelope_id": envelope_id, "command": command, "text": text, "user": person["id"],
                   "channel": conv.id, "timed_out": False}
-        return self._inject("slash_commands", payload, envelope_id, command=record)
+        return self._inject("slash_commands", payload, envelope_id, command=record, accepts=True)
 
     def _interactive_base(self, type_: str, person: dict[str, Any]) -> dict[str, Any]:
         ws = self.host._ws
@@ -708,7 +726,10 @@ class SocketMode:
                            "state": {"values": values or {}}, "hash": secrets.token_hex(8),
                            "app_id": self.app_id, "bot_id": self.host._ws.bot_id}
         payload["response_urls"] = []
-        return self._inject("interactive", payload, envelope_id)
+        # A view submission's ack may carry a response_action (errors, update,
+        # push, clear): Slack marks it as accepting a payload; block actions
+        # and shortcuts do not.
+        return self._inject("interactive", payload, envelope_id, accepts=True)
 
     def _answer_command(self, env: _Envelope, payload: Any, now: float) -> None:
         """A slash command's ack payload is its answer, shown as Slack shows it."""
@@ -802,3 +823,183 @@ class SocketMode:
 
     def backlogged(self, high: int) -> bool:
         return any(len(c.queue) >= high for c in self.conns.values())
+
+
+class SocketModeApi:
+    """SimWorkspace's Socket Mode face: its records, tunables, people's actions and faults.
+
+    A base class of ``SimWorkspace`` (which provides ``_sm``, ``_call`` and
+    ``_thread``), kept here so that server.py stays the RTM server and the
+    Web API's router. Every method may be called from any thread while the
+    workspace runs; records are copies of lists of the server's own dicts.
+    """
+
+    _sm: SocketMode
+
+    @property
+    def app_token(self) -> str:
+        """The app's app-level token (``xapp-…``) for apps.connections.open (accepted only by this workspace)."""
+        return self._sm.app_token
+
+    @property
+    def app_id(self) -> str:
+        return self._sm.app_id
+
+    @property
+    def verification_token(self) -> str:
+        """The ``token`` field of Events API and slash command payloads (Slack's deprecated verification token)."""
+        return self._sm.verification_token
+
+    @property
+    def socket_mode_connections(self) -> int:
+        """Socket Mode connections open now (including any told to go and not yet closed)."""
+        return len(self._sm.conns)
+
+    @property
+    def events_dispatched(self) -> int:
+        """Events wrapped as events_api envelopes so far: the last ``sim_seq`` handed out (retries not counted)."""
+        return self._sm._seq
+
+    @property
+    def connections_open_calls(self) -> list[float]:
+        """``time.monotonic()`` of every apps.connections.open call, answered or not."""
+        return list(self._sm.open_calls)
+
+    @property
+    def envelopes_sent(self) -> list[dict[str, Any]]:
+        """Every envelope written: ``{envelope_id, type, event_id, sim_seq, retry_attempt, retry_reason, connection, sent_at}``."""
+        return list(self._sm.envelopes_sent)
+
+    @property
+    def acks(self) -> list[dict[str, Any]]:
+        """Every ack received: ``{envelope_id, type, event_id, retry_attempt, acked_at, sent_at, payload, connection, late}``.
+
+        ``type`` is None for an envelope id the workspace never sent. ``late``:
+        a retry had already been written (events), or the 3 s had passed
+        (slash commands, interactive payloads).
+        """
+        return list(self._sm.acks)
+
+    @property
+    def redelivered(self) -> list[dict[str, Any]]:
+        """Every retry of an unacknowledged event: ``{event_id, sim_seq, envelope_id, previous_envelope_id,
+        retry_attempt, reason ("timeout" | "connection_closed"), at, acked_late}``.
+
+        ``acked_late`` turns true when the attempt before it is acked after the retry went out.
+        """
+        return list(self._sm.redelivered)
+
+    @property
+    def undelivered(self) -> list[dict[str, Any]]:
+        """Events given up on: ``reason`` "retries_exhausted" (3 retries unacked) or "no_connection"."""
+        return list(self._sm.undelivered)
+
+    @property
+    def slash_timeouts(self) -> list[dict[str, Any]]:
+        """Slash commands not acked within ``ack_timeout`` (reason "timeout"), or sent with no connection open."""
+        return list(self._sm.slash_timeouts)
+
+    @property
+    def interactive_timeouts(self) -> list[dict[str, Any]]:
+        """Interactive payloads not acked within ``ack_timeout`` (Slack does not retry them either)."""
+        return list(self._sm.interactive_timeouts)
+
+    @property
+    def command_answers(self) -> list[dict[str, Any]]:
+        """Slash command answers from ack payloads: ``{envelope_id, command, text, payload, channel, user, visible, at}``."""
+        return list(self._sm.command_answers)
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        """Every POST to a response_url: ``{url, envelope_id, kind ("commands" | "actions"), body, at}``."""
+        return list(self._sm.responses)
+
+    @property
+    def socket_mode_disconnects(self) -> list[dict[str, Any]]:
+        """Every ``disconnect`` frame sent: ``{connection, reason, at}``."""
+        return list(self._sm.disconnects)
+
+    def _sm_setting(name: str, doc: str):  # noqa: N805 (a property factory used in the class body)
+        def get(self) -> float:
+            return getattr(self._sm, name)
+
+        def set_(self, value: float) -> None:
+            if not (value > 0):
+                raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+            if self._thread is None:
+                setattr(self._sm, name, float(value))
+            else:
+                self._call(setattr, self._sm, name, float(value))
+        return property(get, set_, doc=doc)
+
+    ack_timeout = _sm_setting("ack_timeout", "Seconds an envelope waits for its ack before a retry (events) or a timeout (Slack: 3).")
+    debug_reconnect_after = _sm_setting(
+        "debug_reconnect_after", "Seconds a ``&debug_reconnects=true`` connection lives before refresh_requested (Slack: about 360).")
+    disconnect_close_after = _sm_setting(
+        "disconnect_close_after", "Seconds between a refresh_requested / too_many_websockets / link_disabled disconnect and the close.")
+    socket_mode_ping_interval = _sm_setting(
+        "ping_interval", "Seconds between the server's WebSocket pings on Socket Mode connections.")
+    del _sm_setting
+
+    def slash_command(self, command: str = "/deploy", text: str = "", user: str | None = None,
+                      channel: str | None = None) -> str:
+        """A person runs ``command text`` in ``channel`` (default #general; ``user`` default: the first human).
+
+        Sends a ``slash_commands`` envelope on one Socket Mode connection and
+        returns its envelope id (see ``wait_for_ack``, ``command_answers``).
+        """
+        return self._call(self._sm.slash_command, command, text, user, channel)
+
+    def block_action(self, action_id: str, value: str | None = None, user: str | None = None,
+                     channel: str | None = None, message_ts: str | None = None, block_id: str | None = None) -> str:
+        """A person clicks a button: an ``interactive`` envelope with a ``block_actions`` payload.
+
+        With ``channel`` and ``message_ts`` the button is on that message (the
+        payload has ``message``, ``channel`` and a ``response_url``); without
+        them it is in a view (the App Home). Returns the envelope id.
+        """
+        return self._call(self._sm.block_action, action_id, value, user, channel, message_ts, block_id)
+
+    def shortcut(self, callback_id: str, user: str | None = None, channel: str | None = None,
+                 message_ts: str | None = None) -> str:
+        """A global shortcut, or with ``channel`` and ``message_ts`` a message shortcut. Returns the envelope id."""
+        return self._call(self._sm.shortcut, callback_id, user, channel, message_ts)
+
+    def view_submission(self, callback_id: str, values: dict[str, Any] | None = None, user: str | None = None) -> str:
+        """A person submits a modal (``values`` is its ``state.values``). Returns the envelope id."""
+        return self._call(self._sm.view_submission, callback_id, values, user)
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Block until ``envelope_id`` is acknowledged and return the ack record (TimeoutError after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self._sm.acks_by_id.get(envelope_id)
+            if record is not None:
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"envelope {envelope_id} was not acknowledged within {timeout:g} s")
+            time.sleep(0.005)
+
+    def socket_mode_disconnect(self, reason: str = "refresh_requested", connection: int | None = None) -> int:
+        """Send ``{"type":"disconnect","reason":reason}`` on every Socket Mode connection (or just ``connection``).
+
+        ``warning`` only warns. ``refresh_requested``, ``too_many_websockets``
+        and ``link_disabled`` also stop new envelopes going to that
+        connection (while another is open) and close it
+        ``disconnect_close_after`` seconds later; ``link_disabled`` also turns
+        Socket Mode off, so apps.connections.open is refused until
+        ``enable_socket_mode()``. Returns how many connections got it.
+        """
+        return self._call(self._sm.disconnect, reason, connection)
+
+    def enable_socket_mode(self) -> None:
+        """Turn Socket Mode back on after a ``link_disabled``."""
+        self._call(self._sm.enable)
+
+    def rate_limit_connections_open(self, calls: int, retry_after: int = 1) -> None:
+        """Answer the next ``calls`` apps.connections.open with HTTP 429 and ``Retry-After``."""
+        self._call(self._sm.rate_limit, calls, retry_after)
+
+    def fail_connections_open(self, error: str, calls: int = 1) -> None:
+        """Answer the next ``calls`` apps.connections.open with ``{"ok": false, "error": error}``."""
+        self._call(self._sm.fail, error, calls)
