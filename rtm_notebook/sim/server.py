@@ -1,4 +1,7 @@
-"""The simulated workspace's server: Web API and RTM sockets on one aiohttp app.
+"""The simulated workspace's server: Web API, RTM and Socket Mode sockets on one aiohttp app.
+
+Socket Mode's logic is in ``socketmode.py``; this module mounts its routes
+and hands it every event it broadcasts.
 
 It runs in its own thread with its own event loop, so a notebook kernel's
 loop never hosts it and a client under test cannot starve it (nor it the
@@ -117,11 +120,12 @@ class _Conn:
 
 
 class SimWorkspace(SocketModeApi):
-    """A simulated Slack workspace: Web API + RTM over real loopback sockets.
+    """A simulated Slack workspace: Web API + RTM + Socket Mode over real loopback sockets.
 
     ``with SimWorkspace(seed=1, rate=20) as sim:`` serves on 127.0.0.1 with an
     ephemeral port. Point any Slack client at ``sim.base_url`` with
-    ``sim.token``. The same seed gives the same workspace and the same
+    ``sim.token`` (Socket Mode clients also take ``sim.app_token``; see
+    :class:`~rtm_notebook.sim.socketmode.SocketModeApi`). The same seed gives the same workspace and the same
     traffic. ``rate`` is generated events per second (``float("inf")`` sends
     as fast as the sockets take them); traffic flows while a socket is open.
     """
@@ -367,7 +371,12 @@ class SimWorkspace(SocketModeApi):
         return self._call(post)
 
     def burst(self, n: int) -> None:
-        """Write ``n`` generated events at once to every open socket."""
+        """Write ``n`` generated events at once to every open socket.
+
+        Each RTM socket gets all ``n``; Socket Mode gets one envelope per
+        event except ``user_typing`` and ``presence_change`` (RTM-only in
+        Slack), spread over its connections: see ``events_dispatched``.
+        """
         def run() -> None:
             for _ in range(n):
                 self._emit(self._traffic.next())
