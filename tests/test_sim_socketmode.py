@@ -300,6 +300,50 @@ async def test_unacked_events_come_back_on_the_next_connection_after_a_drop(sim)
     await again.close()
 
 
+async def test_a_drop_mid_burst_loses_nothing(sim):
+    """Acked before the drop, queued but unsent (moved as they are), written but unacked (retried): all arrive."""
+    sim.ack_timeout = 2.0  # above the time an envelope spends in the socket buffers before the client reads it
+    sim.burst_after_hello(5_000)
+    sock = await (await SmSocket.open(sim)).hello()
+    n = sim.events_dispatched
+    seen = set()
+    for _ in range(500):
+        frame = await sock.envelope()
+        seen.add(frame["payload"]["event"]["sim_seq"])
+        await sock.ack(frame)
+    await wait_for(lambda: len(sim.acks) == 500)
+    sim.drop_connections()
+    with pytest.raises(websockets.ConnectionClosedError):
+        while True:
+            await sock.recv()
+    again = await (await SmSocket.open(sim)).hello()
+    while len(seen) < n:
+        frame = await again.envelope()
+        seen.add(frame["payload"]["event"]["sim_seq"])
+        await again.ack(frame)
+    assert seen == set(range(1, n + 1))
+    late = await again.quiet(0.5)
+    for frame in late:  # retries of what the old connection had already written and then lost
+        assert frame["retry_attempt"] >= 1
+        await again.ack(frame)
+    assert not [a for a in sim.acks if a["late"]]
+    assert sim.undelivered == []
+    await again.close()
+
+
+async def test_events_with_no_connection_wait_for_the_next_one(sim):
+    sock = await (await SmSocket.open(sim)).hello()
+    await sock.close()
+    await wait_for(lambda: sim.socket_mode_connections == 0)
+    sim.post_message(human(sim), "general", "while nobody was connected")
+    again = await (await SmSocket.open(sim)).hello()
+    envelope = await again.envelope()
+    assert envelope["payload"]["event"]["text"] == "while nobody was connected"
+    assert envelope["retry_attempt"] == 0  # it was never sent before
+    await again.ack(envelope)
+    await again.close()
+
+
 async def test_envelopes_are_spread_over_connections(sim):
     a = await (await SmSocket.open(sim)).hello()
     b = await (await SmSocket.open(sim)).hello()
