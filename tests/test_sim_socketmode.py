@@ -400,6 +400,32 @@ async def test_warning_only_warns(sim):
         sim.socket_mode_disconnect("bored")
 
 
+async def test_disconnect_one_connection(sim):
+    sim.disconnect_close_after = 0.2
+    a = await (await SmSocket.open(sim)).hello()
+    b = await (await SmSocket.open(sim)).hello()
+    sim.post_message(human(sim), "general", "which one am I on")
+    await wait_for(lambda: sim.envelopes_sent)
+    number = sim.envelopes_sent[0]["connection"]
+    with pytest.raises(ValueError, match="no open Socket Mode connection"):
+        sim.socket_mode_disconnect("refresh_requested", connection=999)
+    assert sim.socket_mode_disconnect("refresh_requested", connection=number) == 1
+    frames = {sock: [] for sock in (a, b)}
+    for sock in (a, b):
+        try:
+            while True:
+                frames[sock].append(json.loads(await asyncio.wait_for(sock.ws.recv(), 0.6)))
+        except (asyncio.TimeoutError, websockets.ConnectionClosedOK):
+            pass
+    told = [s for s, fs in frames.items() if any(f.get("type") == "disconnect" for f in fs)]
+    assert len(told) == 1  # only the connection that carried the event
+    assert [f["type"] for f in frames[told[0]]] == ["events_api", "disconnect"]
+    assert sim.socket_mode_disconnects[0]["connection"] == number
+    await wait_for(lambda: sim.socket_mode_connections == 1)
+    for sock in (a, b):
+        await sock.close()
+
+
 async def test_refresh_moves_new_envelopes_to_the_next_connection(sim):
     sim.disconnect_close_after = 2.0
     old = await (await SmSocket.open(sim)).hello()
@@ -549,6 +575,17 @@ async def test_unanswered_slash_command_times_out_and_is_not_retried(sim):
     assert ack["late"] is True and sim.command_answers == []
     with pytest.raises(TimeoutError):
         sim.wait_for_ack("never-sent", timeout=0.05)
+    await sock.close()
+
+
+async def test_unacked_interactive_payload_times_out_without_retry(sim):
+    sim.ack_timeout = 0.3
+    sock = await (await SmSocket.open(sim)).hello()
+    envelope_id = sim.block_action("approve", "yes")
+    await sock.envelope()
+    assert await sock.quiet(0.8) == []
+    (timeout,) = sim.interactive_timeouts
+    assert timeout["envelope_id"] == envelope_id and timeout["type"] == "interactive"
     await sock.close()
 
 
