@@ -72,3 +72,58 @@ class Socket:
 
 def channel_id(sim, name: str) -> str:
     return next(c["id"] for c in sim.channels if c["name"] == name)
+
+
+# -- Socket Mode ------------------------------------------------------
+
+
+def connections_open(sim, token: str | None = "default", **args: Any) -> httpx.Response:
+    """POST apps.connections.open with the app-level token in Authorization (unless ``token`` says otherwise)."""
+    return api(sim, "apps.connections.open", token=sim.app_token if token == "default" else token, **args)
+
+
+def link_url(sim, debug_reconnects: bool = False) -> str:
+    body = connections_open(sim).json()
+    assert body["ok"] is True, body
+    return body["url"] + ("&debug_reconnects=true" if debug_reconnects else "")
+
+
+class SmSocket(Socket):
+    """A bare websockets client on a Socket Mode URL."""
+
+    @classmethod
+    async def open(cls, sim, debug_reconnects: bool = False) -> SmSocket:  # type: ignore[override]
+        return cls(await websockets.connect(link_url(sim, debug_reconnects), max_size=None, ping_interval=None))
+
+    async def hello(self) -> SmSocket:
+        frame = await self.recv()
+        assert frame["type"] == "hello", frame
+        return self
+
+    async def envelope(self) -> dict[str, Any]:
+        """The next frame, which must be an envelope."""
+        frame = await self.recv()
+        assert "envelope_id" in frame, frame
+        return frame
+
+    async def ack(self, envelope: dict[str, Any], payload: dict[str, Any] | None = None) -> None:
+        frame: dict[str, Any] = {"envelope_id": envelope["envelope_id"]}
+        if payload is not None:
+            frame["payload"] = payload
+        await self.send(frame)
+
+    async def quiet(self, seconds: float) -> list[dict[str, Any]]:
+        """Every frame that arrives within ``seconds`` (to show that nothing more comes)."""
+        frames = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            try:
+                frames.append(json.loads(await asyncio.wait_for(self.ws.recv(), left)))
+            except TimeoutError:
+                break
+        return frames
+
+
+def human(sim) -> str:
+    return next(u["id"] for u in sim.users if not u["is_bot"])

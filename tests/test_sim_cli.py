@@ -1,4 +1,4 @@
-"""`rtm-notebook sim`: serves in the foreground, prints base URL and token, stops on Ctrl-C."""
+"""`rtm-notebook sim`: serves in the foreground, prints base URL, token and app token, stops on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def test_cli_sim_serves_until_interrupted():
         token = re.search(r"token:\s+(xoxb-sim-\S+)", text).group(1)
         body = httpx.post(base_url + "auth.test", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
         assert body["ok"] is True and body["team"] == "Sim Workspace 2"
+        app_token = re.search(r"app token \(Socket Mode\):\s+(xapp-\S+)", text).group(1)
+        body = httpx.post(base_url + "apps.connections.open", headers={"Authorization": f"Bearer {app_token}"},
+                          timeout=10).json()
+        assert body["ok"] is True and "/link/?ticket=" in body["url"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
 

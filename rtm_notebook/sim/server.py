@@ -1,4 +1,7 @@
-"""The simulated workspace's server: Web API and RTM sockets on one aiohttp app.
+"""The simulated workspace's server: Web API, RTM and Socket Mode sockets on one aiohttp app.
+
+Socket Mode's logic is in ``socketmode.py``; this module mounts its routes
+and hands it every event it broadcasts.
 
 It runs in its own thread with its own event loop, so a notebook kernel's
 loop never hosts it and a client under test cannot starve it (nor it the
@@ -30,8 +33,15 @@ from aiohttp import WSMsgType, web
 
 from rtm_notebook.loops import call, hand_over, submit
 from rtm_notebook.sim.model import Workspace
+from rtm_notebook.sim.socketmode import SocketMode, SocketModeApi
 from rtm_notebook.sim.traffic import Traffic
 from rtm_notebook.sim.webapi import ApiError, Args, WebApi
+from rtm_notebook.sim.wire import CLOSE_TIMEOUT, SEND_SLICE, WRITE_BUFFER_HIGH
+from rtm_notebook.sim.wire import bearer as _bearer
+from rtm_notebook.sim.wire import json_response as _json
+from rtm_notebook.sim.wire import local_address as _local_address
+from rtm_notebook.sim.wire import text_header as _text_header
+from rtm_notebook.sim.wire import url_host as _url_host
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +55,8 @@ BUCKET_RATE = 1.0
 # The generator waits while any socket has this many frames not yet written,
 # so a slow reader bounds memory instead of growing a queue without end.
 BACKLOG_HIGH = 20_000
-SEND_SLICE = 512  # frames a socket writes at once before letting other work run
-WRITE_BUFFER_HIGH = 1 << 20  # bytes buffered for a socket before its sender waits
 GEN_BATCH = 256  # events the generator makes before letting other work run
 CALL_TIMEOUT = 30.0
-CLOSE_TIMEOUT = 2.0  # seconds a client has to answer a close frame
 
 # RTM error codes. Slack documents -1 (slow down), 1 (URL expired) and 2
 # (text missing); the others are the simulator's own, with Slack-like texts.
@@ -63,14 +70,6 @@ E_BAD_FRAME = 6
 E_UNSUPPORTED = {"code": 7, "msg": "unsupported message type"}
 
 MALFORMED_KINDS = ("not_json", "binary", "no_type", "array", "huge", "nested", "bad_utf8")
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 class _Ticket:
@@ -122,12 +121,13 @@ class _Conn:
         self.push(orjson.dumps(event))
 
 
-class SimWorkspace:
-    """A simulated Slack workspace: Web API + RTM over real loopback sockets.
+class SimWorkspace(SocketModeApi):
+    """A simulated Slack workspace: Web API + RTM + Socket Mode over real loopback sockets.
 
     ``with SimWorkspace(seed=1, rate=20) as sim:`` serves on 127.0.0.1 with an
     ephemeral port. Point any Slack client at ``sim.base_url`` with
-    ``sim.token``. The same seed gives the same workspace and the same
+    ``sim.token`` (Socket Mode clients also take ``sim.app_token``; see
+    :class:`~rtm_notebook.sim.socketmode.SocketModeApi`). The same seed gives the same workspace and the same
     traffic. ``rate`` is generated events per second (``float("inf")`` sends
     as fast as the sockets take them); traffic flows while a socket is open.
     """
@@ -166,6 +166,7 @@ class SimWorkspace:
         self._runner: web.AppRunner | None = None
         self._gen_wake: asyncio.Event | None = None
         self.base_url = ""
+        self._sm = SocketMode(self)
 
     def __repr__(self) -> str:
         state = self.base_url or "stopped"
@@ -229,6 +230,7 @@ class SimWorkspace:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/websocket/{ticket}", self._handle_socket)
+        self._sm.start(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -238,15 +240,16 @@ class SimWorkspace:
         self.base_url = f"http://{_url_host(self._host)}:{port}/api/"
         self._gen_wake = asyncio.Event()
         self._spawn(self._generate())
+        self._sm.run()
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        conns = list(self._conns.values())
+        conns = self._all_conns()
         for conn in conns:
             self._close_now(conn, 1001, b"server stopping")
         deadline = time.monotonic() + 1.0
-        while self._conns and time.monotonic() < deadline:
+        while (self._conns or self._sm.conns) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for conn in conns:
             if conn.request.transport is not None:
@@ -359,7 +362,12 @@ class SimWorkspace:
         return self._call(post)
 
     def burst(self, n: int) -> None:
-        """Write ``n`` generated events at once to every open socket."""
+        """Write ``n`` generated events at once to every open socket.
+
+        Each RTM socket gets all ``n``; Socket Mode gets one envelope per
+        event except ``user_typing`` and ``presence_change`` (RTM-only in
+        Slack), spread over its connections: see ``events_dispatched``.
+        """
         def run() -> None:
             for _ in range(n):
                 self._emit(self._traffic.next())
@@ -378,6 +386,9 @@ class SimWorkspace:
             self._broadcast(event)
 
     def _broadcast(self, event: dict[str, Any], exclude: _Conn | None = None) -> None:
+        sm = self._sm
+        if sm.ever_opened:  # Socket Mode gets it as an events_api envelope, on one connection
+            sm.dispatch(event)
         body = orjson.dumps(event)
         for conn in self._conns.values():
             if conn is not exclude and not conn.closing:
@@ -396,7 +407,19 @@ class SimWorkspace:
                 conn.push(batch if conn.batch_presence else single)
 
     def _backlogged(self) -> bool:
-        return any(len(c.queue) >= BACKLOG_HIGH for c in self._conns.values())
+        return any(len(c.queue) >= BACKLOG_HIGH for c in self._conns.values()) or self._sm.backlogged(BACKLOG_HIGH)
+
+    def _all_conns(self) -> list[Any]:
+        """Every open socket, RTM and Socket Mode (the faults act on both)."""
+        return [*self._conns.values(), *self._sm.conns.values()]
+
+    def _socket_opened(self) -> None:
+        """A socket said hello: traffic may flow, and an armed burst_after_hello goes out now."""
+        self._gen_wake.set()
+        if self._after_hello:
+            n, self._after_hello = self._after_hello, 0
+            for _ in range(n):
+                self._emit(self._traffic.next())
 
     async def _generate(self) -> None:
         """Emit ``rate`` events per second while a socket is open.
@@ -409,7 +432,7 @@ class SimWorkspace:
         epoch, emitted = loop.time(), 0
         while True:
             rate = self._rate
-            if rate <= 0 or not self._conns:
+            if rate <= 0 or not (self._conns or self._sm.conns):
                 wake.clear()
                 await wake.wait()
                 epoch, emitted = loop.time(), 0
@@ -444,16 +467,19 @@ class SimWorkspace:
     # -- faults --------------------------------------------------------
 
     def drop_connections(self) -> None:
-        """Abort every socket's TCP connection: no close frame, no goodbye."""
+        """Abort every socket's TCP connection (RTM and Socket Mode): no close frame, no goodbye."""
         def drop() -> None:
-            for conn in list(self._conns.values()):
+            for conn in self._all_conns():
                 conn.closing = True
                 if conn.request.transport is not None:
                     conn.request.transport.abort()
         self._call(drop)
 
     def send_goodbye(self) -> None:
-        """Send ``goodbye`` on every socket (after what is queued), then close it."""
+        """Send ``goodbye`` on every RTM socket (after what is queued), then close it.
+
+        Socket Mode has no goodbye: see ``socket_mode_disconnect``.
+        """
         def goodbye() -> None:
             for conn in self._conns.values():
                 conn.send({"type": "goodbye"})
@@ -461,14 +487,14 @@ class SimWorkspace:
         self._call(goodbye)
 
     def close_sockets(self, code: int = 1000, reason: str = "") -> None:
-        """Close every socket now with this close code."""
+        """Close every socket (RTM and Socket Mode) now with this close code."""
         if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
             raise ValueError(f"{code} is not a close code a server may send; use 1000-1003, 1007-1014 or 3000-4999")
         if len(reason.encode()) > 123:
             raise ValueError("a close reason is at most 123 bytes of UTF-8")
 
         def close() -> None:
-            for conn in list(self._conns.values()):
+            for conn in self._all_conns():
                 self._close_now(conn, code, reason.encode())
         self._call(close)
 
@@ -512,11 +538,11 @@ class SimWorkspace:
     def _unstall(self) -> None:
         self._stalled = False
         self._stall_handle = None
-        for conn in self._conns.values():
+        for conn in self._all_conns():
             conn.wake.set()
 
     def send_malformed(self, kind: str) -> None:
-        """Send one malformed frame on every socket; ``kind`` is one of MALFORMED_KINDS.
+        """Send one malformed frame on every socket (RTM and Socket Mode); ``kind`` is one of MALFORMED_KINDS.
 
         Malformed frames carry no ``sim_seq`` and are not counted in ``sent``.
         """
@@ -537,7 +563,7 @@ class SimWorkspace:
         data, opcode = frames[kind]
 
         def send() -> None:
-            for conn in self._conns.values():
+            for conn in self._all_conns():
                 conn.push(("raw", data, opcode))
         self._call(send)
 
@@ -554,7 +580,7 @@ class SimWorkspace:
         self._call(apply)
 
     def expire_next_url(self) -> None:
-        """The next socket URL handed out is already expired."""
+        """The next socket URL handed out (rtm.connect, rtm.start or apps.connections.open) is already expired."""
         def apply() -> None:
             self._expire_next = True
         self._call(apply)
@@ -570,6 +596,8 @@ class SimWorkspace:
             return _json({"ok": False, "error": "request_too_large"}, status=413)
         except ApiError as exc:
             return _json(exc.body())
+        if method == "apps.connections.open":
+            return self._sm.connections_open(request, data)
         is_connect = method in ("rtm.connect", "rtm.start")
         if method not in self._api.methods and not is_connect:
             return _json({"ok": False, "error": "unknown_method", "req_method": method})
@@ -590,7 +618,8 @@ class SimWorkspace:
             return _json({"ok": False, "error": "not_authed"})
         caller = self._tokens.get(token)
         if caller is None:
-            return _json({"ok": False, "error": "invalid_auth"})
+            # An app-level token opens Socket Mode connections and nothing else (Slack's rule too).
+            return _json({"ok": False, "error": "not_allowed_token_type" if token == self._sm.app_token else "invalid_auth"})
         try:
             if is_connect:
                 body = self._rtm_connect(request, caller, data, full=method == "rtm.start")
@@ -664,11 +693,7 @@ class SimWorkspace:
             ticket.used = True
             conn.send({"type": "hello"})
             self._conns[conn.number] = conn
-            self._gen_wake.set()
-            if self._after_hello:
-                n, self._after_hello = self._after_hello, 0
-                for _ in range(n):
-                    self._emit(self._traffic.next())
+            self._socket_opened()
         try:
             while True:
                 msg = await ws.receive()
@@ -836,42 +861,6 @@ class SimWorkspace:
                 conn.send({"type": "presence_change", "user": user, "presence": self._ws.presence[user]})
 
 
-def _text_header(length: int) -> bytes:
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 65536:
-        return b"\x81\x7e" + length.to_bytes(2, "big")
-    return b"\x81\x7f" + length.to_bytes(8, "big")
-
-
-def _local_address(request: web.Request) -> str:
-    """host:port the client reached, from the socket rather than the (client-chosen) Host header."""
-    host, port = request.transport.get_extra_info("sockname")[:2]
-    return f"{_url_host(host)}:{port}"
-
-
-def _url_host(host: str) -> str:
-    """The host to put in URLs: a wildcard bind is reached through loopback."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    except ValueError:
-        pass
-    return host
-
-
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
 async def _read_args(request: web.Request) -> dict[str, Any]:
     """Arguments from the query string and the body (form or JSON)."""
     data: dict[str, Any] = dict(request.query)
@@ -915,6 +904,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, seed: int =
             print(f"Simulated Slack workspace {sim.team['name']!r} (seed {seed}, {rate:g} events/s)")
             print(f"  base URL: {sim.base_url}")
             print(f"  token:    {sim.token}")
+            print(f"  app token (Socket Mode): {sim.app_token}")
             if not _is_loopback(host):
                 print(f"  warning: bound to {host}, so other machines can reach it")
             print("Ctrl-C stops it.", flush=True)
