@@ -75,6 +75,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from rtm_notebook.exports import read_export
 from rtm_notebook.fields import ARROW_PARSE_OPTIONS, derive_arrow, extract
 
 __all__ = ["COLUMNS", "EventFrame"]
@@ -665,6 +666,9 @@ class EventFrame:
         self._connection: Any = None
         self._cache: pd.DataFrame | None = None
         self._cache_key = -1
+        #: id -> name, for messages(): the client keeps its own; an export brings its own
+        self.user_names: dict[str, str] = {}
+        self.channel_names: dict[str, str] = {}
         self._recorder: _Recorder | None = None
         self._record = None
         self._finalizer = None
@@ -860,12 +864,38 @@ class EventFrame:
     def messages(self, user_names: dict[str, str] | None = None,
                  channel_names: dict[str, str] | None = None) -> pd.DataFrame:
         """The message events received, with ``user_name`` and ``channel_name``
-        columns from these id → name maps (``<NA>`` where a name is unknown)."""
+        columns from these id → name maps (default: the frame's own
+        :attr:`user_names` / :attr:`channel_names`; ``<NA>`` where unknown)."""
         df = self.to_pandas()
         df = df[(df["type"] == "message") & (df["direction"] == "in")].copy()
-        df["user_name"] = df["user"].map(user_names or {}).astype("string")
-        df["channel_name"] = df["channel"].map(channel_names or {}).astype("string")
+        df["user_name"] = df["user"].map(self.user_names if user_names is None else user_names).astype("string")
+        df["channel_name"] = df["channel"].map(
+            self.channel_names if channel_names is None else channel_names).astype("string")
         return df
+
+    @classmethod
+    def from_slack_export(cls, path: str | os.PathLike) -> EventFrame:
+        """Read a Slack export (a zip or an unpacked folder) into a new EventFrame.
+
+        One row per message, oldest first, with its channel from the
+        export's channel files and ``received_at`` its ``ts`` (the time it
+        was posted); ``raw`` keeps the message as the export has it, plus
+        ``channel``. :attr:`user_names` and :attr:`channel_names` come from
+        the export's own files, so :meth:`messages` shows names. A file that
+        cannot be read is skipped with an :class:`~rtm_notebook.exports.ExportWarning`
+        naming it; see :mod:`rtm_notebook.exports`.
+        """
+        export = read_export(path)
+        frame = cls()
+        for message in export.messages:
+            try:
+                posted = float(message["ts"])
+            except ValueError:
+                posted = 0.0
+            frame._add(message, _encode(message), "in", 0, posted if -1e11 < posted < 1e11 else 0.0)
+        frame.user_names.update(export.user_names)
+        frame.channel_names.update(export.channel_names)
+        return frame
 
     def __len__(self) -> int:
         with self._lock:

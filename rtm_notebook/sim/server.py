@@ -21,6 +21,7 @@ import copy
 import ipaddress
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -32,6 +33,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from rtm_notebook.loops import call, hand_over, submit
+from rtm_notebook.sim.export import snapshot, write_export
 from rtm_notebook.sim.model import Workspace
 from rtm_notebook.sim.socketmode import SocketMode, SocketModeApi
 from rtm_notebook.sim.traffic import Traffic
@@ -360,6 +362,11 @@ class SimWorkspace(SocketModeApi):
             self._broadcast(event)
             return {"channel": conv.id, **msg}
         return self._call(post)
+
+    def export(self, path: str | os.PathLike) -> str:
+        """Write the workspace's history as a Slack export to ``path`` (a folder, or a
+        zip when it ends in ``.zip``), as ``EventFrame.from_slack_export`` reads it."""
+        return write_export(self._call(snapshot, self._ws), path)
 
     def burst(self, n: int) -> None:
         """Write ``n`` generated events at once to every open socket.
