@@ -10,7 +10,7 @@ CLIENT_TESTS := tests/test_seed_compat.py tests/test_client_seed.py tests/test_c
                 tests/test_client_faults.py tests/test_connection.py tests/test_protocol.py \
                 tests/test_handlers.py tests/test_events.py tests/test_web.py
 
-.PHONY: setup demo test lint test-py313 bench browser-deps
+.PHONY: setup demo test lint test-py313 bench browser-deps java-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium'"; exit 1; fi; }
 
+# Spark (the Parquet dataset test) needs a Java runtime; install Debian's where it is missing.
+java-deps:
+	@command -v java >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null; \
+	  else echo "java missing: run 'sudo apt-get install default-jre-headless'"; exit 1; fi; }
+
 lint: setup
 	$(BIN)/ruff check .
 
@@ -49,7 +55,7 @@ $(VENV313)/.installed: pyproject.toml
 test-py313: $(VENV313)/.installed
 	$(VENV313)/bin/python -m pytest -q -p no:cacheprovider $(CLIENT_TESTS)
 
-test: lint browser-deps test-py313
+test: lint browser-deps java-deps test-py313
 	$(BIN)/python -m pytest
 
 bench: setup

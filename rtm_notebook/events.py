@@ -58,6 +58,7 @@ import collections
 import functools
 import itertools
 import json
+import math
 import operator
 import os
 import queue
@@ -75,6 +76,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from rtm_notebook.datasets import DatasetRecorder, as_utc, is_dataset_path, read_dataset
 from rtm_notebook.exports import read_export
 from rtm_notebook.fields import ARROW_PARSE_OPTIONS, derive_arrow, extract
 
@@ -311,6 +313,26 @@ class _Chunk:
             codes = np.repeat(np.array([run[1] == "out" for run in runs], dtype=np.int8), spans)
             direction = _DIRECTIONS.take(pa.array(codes))
         return cls(times, texts, direction, connection, first_seq, odd)
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> _Chunk:
+        """A chunk of a dataset's rows (datasets.DATASET_SCHEMA), columns derived already."""
+        def col(name: str) -> pa.Array:
+            return table.column(name).combine_chunks()
+
+        def strings(name: str) -> pa.Array:
+            return col(name).cast(_LS)
+
+        chunk = cls.__new__(cls)
+        chunk.n = table.num_rows
+        chunk.received_us = col("received_at").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        chunk._raw, chunk._texts = strings("raw"), None
+        chunk.direction = pc.fill_null(strings("direction"), pa.scalar("in", _LS))
+        chunk._connection = pc.fill_null(col("connection"), 0).to_numpy(zero_copy_only=False)
+        chunk._seq = col("seq").to_numpy(zero_copy_only=False)
+        chunk.odd = {}
+        chunk._fields = [strings(name) for name in COLUMNS[1:9]] + [col("reply_to")]
+        return chunk
 
     @classmethod
     def from_rows(cls, rows: list[tuple]) -> _Chunk:
@@ -669,14 +691,18 @@ class EventFrame:
         #: id -> name, for messages(): the client keeps its own; an export brings its own
         self.user_names: dict[str, str] = {}
         self.channel_names: dict[str, str] = {}
-        self._recorder: _Recorder | None = None
+        self._recorder: _Recorder | DatasetRecorder | None = None
         self._record = None
         self._finalizer = None
         if record_to is not None:
-            self._recorder = _Recorder(record_to)
+            if is_dataset_path(record_to):
+                self._recorder = DatasetRecorder(record_to, _parse_line)
+                self._record = self._journal_one
+            else:
+                self._recorder = _Recorder(record_to)
+                self._record = self._recorder.put
             if self._recorder.last_seq is not None:
                 self._first_seq = self._recorder.last_seq + 1
-            self._record = self._recorder.put
             self._finalizer = weakref.finalize(self, self._recorder.close)
 
     def append(self, event: dict, raw: str | bytes | None = None, *, direction: str = "in",
@@ -759,9 +785,18 @@ class EventFrame:
         if received_at.__class__ is not float or not -1e11 < received_at < 1e11:
             received_at = _seconds(received_at)
         if self._record is not None:
-            for i, raw in enumerate(frames):
-                event = events[i] if events is not None else orjson.loads(raw)
-                self._add(event, raw, "in", connection, received_at)
+            dataset = self._recorder if isinstance(self._recorder, DatasetRecorder) else None
+            if dataset is not None:  # one journal write for the batch, before the events are dispatched
+                batch: list[tuple] = []
+                record, self._record = self._record, batch.append
+            try:
+                for i, raw in enumerate(frames):
+                    event = events[i] if events is not None else orjson.loads(raw)
+                    self._add(event, raw, "in", connection, received_at)
+            finally:
+                if dataset is not None:
+                    self._record = record
+                    dataset.put([_line(item) for item in batch])
             return
         times, texts, limit = self._times, self._texts, self._chunk_rows
         done, total = 0, len(frames)
@@ -776,6 +811,9 @@ class EventFrame:
             texts.extend(frames if take == total else frames[done:done + take])
             times.extend(itertools.repeat(received_at, take))  # last: to_pandas() reads len(times) rows
             done += take
+
+    def _journal_one(self, item: tuple) -> None:
+        self._recorder.put([_line(item)])
 
     def _run_for(self, direction: str, connection: int, n: int) -> None:
         """Put row n in a run (direction, connection)."""
@@ -907,14 +945,30 @@ class EventFrame:
         return f"<EventFrame {len(self)} rows{bound}{where}>"
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> EventFrame:
-        """Load a ``record_to`` recording into a new (not recording) EventFrame.
+    def read(cls, path: str | os.PathLike, *, columns: list[str] | None = None, start: Any = None,
+             end: Any = None) -> EventFrame:
+        """Load a recording into a new (not recording) EventFrame: a ``record_to``
+        JSON-lines file, or a Parquet dataset directory (``record_to="events/"``).
 
-        Unreadable lines (a line cut short by a crash, typically the last)
-        are skipped with a ``RuntimeWarning`` naming them; every other line
-        is loaded.
+        ``columns`` reads only those (the others are null, ``connection`` 0;
+        ``received_at`` and ``seq`` always come), and only rows with
+        ``start <= received_at < end`` (datetimes, ISO strings or epoch
+        seconds; either may be None). On a dataset both are pushed down: only
+        those columns, and only the days in range, are read from disk. A
+        dataset whose files have other columns is refused, saying what
+        differs. Unreadable lines of a JSON-lines file (one cut short by a
+        crash, typically the last) are skipped with a ``RuntimeWarning``
+        naming them; every other line is loaded.
         """
         frame = cls()
+        if is_dataset_path(path):
+            table = read_dataset(path, _parse_line, columns=columns, start=start, end=end)
+            for first in range(0, table.num_rows, CHUNK_ROWS):
+                frame._chunks.append(_Chunk.from_table(table.slice(first, CHUNK_ROWS)))
+            frame._chunk_total = frame._sealed = table.num_rows
+            frame._first_seq = (pc.max(table.column("seq")).as_py() + 1) if table.num_rows else 0
+            return frame
+        keep = _row_filter(columns, start, end)
         bad: list[int] = []
         last_seq = -1
         rows: list[tuple] = []
@@ -925,8 +979,12 @@ class EventFrame:
                     if line.strip():
                         bad.append(number)
                     continue
-                rows.append(row)
                 last_seq = max(last_seq, row[_SEQ])
+                if keep is not None:
+                    row = keep(row)
+                    if row is None:
+                        continue
+                rows.append(row)
                 if len(rows) == CHUNK_ROWS:
                     frame._push_chunk(rows)
                     rows = []
@@ -955,6 +1013,32 @@ class EventFrame:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _row_filter(columns: list[str] | None, start: Any, end: Any):
+    """For read() of a JSON-lines file: a function that keeps a row in range
+    (None: out of range) with only ``columns``, or None when every row is kept whole."""
+    if columns is None and start is None and end is None:
+        return None
+    unknown = sorted(set(columns or ()) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; the columns are {COLUMNS}")
+    lo = as_utc(start).timestamp() if start is not None else -math.inf
+    hi = as_utc(end).timestamp() if end is not None else math.inf
+    dropped = [i for i, name in enumerate(COLUMNS)
+               if columns is not None and name not in columns and name not in ("received_at", "seq")]
+
+    def keep(row: tuple) -> tuple | None:
+        if not lo <= row[_RECEIVED_AT] < hi:
+            return None
+        if not dropped:
+            return row
+        row = list(row)
+        for i in dropped:
+            row[i] = 0 if i == _CONNECTION else ("in" if i == _DIRECTION else None)
+        return tuple(row)
+
+    return keep
 
 
 def _connection_number(value: Any) -> int:
