@@ -18,6 +18,7 @@ import pytest
 
 from rtm_notebook import datasets
 from rtm_notebook.events import EventFrame
+
 from rtm_support import GUARD, client_for, general, human, until
 
 SIM_SEED = 9
