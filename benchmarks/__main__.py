@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-MODULES = ("bench_sim", "bench_events", "bench_kernel", "bench_client")
+MODULES = ("bench_sim", "bench_events", "bench_kernel", "bench_client", "bench_scale")
 
 
 def main() -> int:
