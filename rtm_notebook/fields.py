@@ -69,7 +69,7 @@ def extract(event: dict) -> tuple:
     if channel.__class__ is not str or user.__class__ is not str or "message" in event:
         channel, user, text, thread_ts = _resolve(event, channel, user, text, thread_ts)
     type_ = get("type")
-    if type_ is None and "reply_to" in event:
+    if type_ is None and get("reply_to") is not None:
         type_ = "reply"
     if text is None and type_ == "error":
         error = get("error")
@@ -161,7 +161,7 @@ def type_label(event: Mapping[str, Any]) -> str:
 def summary(event: Mapping[str, Any]) -> str:
     """What a one-line view shows of an event: its text by the rule above,
     else what the event is about (a reaction, a presence, a state change,
-    an error's message)."""
+    an error's message without its code, which the view shows apart)."""
     text = event.get("text")
     if isinstance(text, str):
         return text

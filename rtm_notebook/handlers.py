@@ -13,10 +13,12 @@ through the registry's ``on_error`` callback, which the client turns into a
 recorded ``error`` event; the handler keeps receiving events.
 
 Stopping the client delivers: each worker is given every event queued for
-it before the stop (the ``close`` event included) and then ends; a handler
-still busy after ``STOP_TIMEOUT`` seconds is left to finish its call and
-what it had not started is counted in ``dropped``. Removing or replacing a
-handler drops its queue at once, counted the same way.
+it before the stop (the ``close`` event included) and then ends. A handler
+still busy after ``STOP_TIMEOUT`` seconds is given up on: a sync one is left
+to finish its call on its thread, an async one is cancelled; what it had
+not started is counted in ``dropped``, as is whatever is dispatched to it
+while the others stop. Removing or replacing a handler drops its queue at
+once, counted the same way (only events its filters accept count).
 """
 
 from __future__ import annotations
@@ -287,7 +289,8 @@ class Handler:
                 if event is _STOP:
                     return
                 if drop.is_set():
-                    self.dropped += 1
+                    if self.accepts(event):
+                        self.dropped += 1
                     continue
                 if self._has_filters and not self.accepts(event):
                     continue
@@ -325,9 +328,9 @@ class Handler:
         if self._task is not None:
             task, self._task = self._task, None
             reg = self._registry
-            if not deliver or (reg is not None and task is reg.stopped_by):
-                # A handler that stops the client waits for the stop: it is
-                # cancelled out of that call rather than waited for.
+            if not deliver or (reg is not None and task in reg.stopped_by and self._busy_since is not None):
+                # A handler inside a call that waits for the stop would wait for
+                # itself: it is cancelled out of that call rather than waited for.
                 self._drop_queued()
                 task.cancel()
             self._offer_async(_STOP)
@@ -344,17 +347,30 @@ class Handler:
             if exited is not None and self._thread.is_alive():
                 await asyncio.wait([exited], timeout=STOP_TIMEOUT)
                 if not exited.done():
-                    # Still inside a long call: it drops the rest and exits after it.
+                    # Still inside a long call: what it has not started is dropped
+                    # now, and the thread exits once that call returns.
                     self._drop.set()
+                    self._drop_queued()
+                    self._queue.put(_STOP)
                     self._thread = None
                     return
             self._thread.join(timeout=1.0)
             self._thread = None
 
     def _drop_queued(self) -> None:
+        """Count what is queued and would have run (filters applied) as dropped, and forget it."""
         q = self._queue
-        self.dropped += sum(1 for event in q if event is not _STOP)
-        q.clear()
+        if self.is_async:
+            left = list(q)
+            q.clear()
+        else:
+            left = []
+            while True:
+                try:
+                    left.append(q.get_nowait())
+                except queue.Empty:
+                    break
+        self.dropped += sum(1 for event in left if event is not _STOP and self.accepts(event))
 
     def _stop_offline(self) -> None:
         """Stop without a loop (the loop has already gone): tell the thread to exit."""
@@ -404,8 +420,8 @@ class HandlerRegistry:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: set[asyncio.Task] = set()
         self._anon = itertools.count(1)
-        #: the task that asked the client to stop, when it is a handler's worker
-        self.stopped_by: asyncio.Task | None = None
+        #: tasks that asked the client to stop and wait for it (a handler's worker among them is not waited for)
+        self.stopped_by: set[asyncio.Task] = set()
 
     def __len__(self) -> int:
         return len(self._handlers)
@@ -536,11 +552,13 @@ class HandlerRegistry:
         # together: several handlers stuck in long calls cost one timeout, not one each
         await asyncio.gather(*(h._stop(deliver=True) for h in handlers))
         for h in handlers:
+            h._drop_queued()  # dispatched while the others were stopping (a close handler's error, say)
             h._queue = deque() if h.is_async else queue.SimpleQueue()
             if not h.is_async:
                 h.offer = h._queue.put
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+        self.stopped_by.clear()
         self._loop = None
 
     def stop_offline(self) -> None:

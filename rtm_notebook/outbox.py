@@ -8,13 +8,14 @@ encodes, the :class:`Pacer` says when.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from rtm_notebook.errors import DeliveryError, SlackClientNotConnectedError
-from rtm_notebook.loops import on_loop_thread, submit
+from rtm_notebook.loops import hand_over, on_loop_thread
 from rtm_notebook.transport import ConnectionClosed
 
 __all__ = ["Outbox", "Pacer", "SEND_RATE", "SEND_BURST"]
@@ -68,6 +69,15 @@ class _Outgoing:
         self.want_reply = want_reply
 
 
+def _settle(result: concurrent.futures.Future, fut: asyncio.Future) -> None:
+    if fut.cancelled():
+        result.cancel()
+    elif fut.exception() is not None:
+        result.set_exception(fut.exception())
+    else:
+        result.set_result(fut.result())
+
+
 def _retrieve(fut: asyncio.Future) -> None:
     # A fire-and-forget send that failed is already reported as an error
     # event; this keeps asyncio from also logging "exception never retrieved".
@@ -98,11 +108,19 @@ class Outbox:
         future, elsewhere a ``concurrent.futures.Future`` (of the reply, or the id)."""
         if on_loop_thread(loop):
             return self.put(loop, message, paced, want_reply)
+        result: concurrent.futures.Future = concurrent.futures.Future()
 
-        async def put() -> Any:
-            return await self.put(loop, message, paced, want_reply)
+        def put() -> None:  # on the loop; no task is made for it
+            try:
+                fut = self.put(loop, message, paced, want_reply)
+            except BaseException as exc:
+                result.set_exception(exc)
+                return
+            fut.add_done_callback(lambda f: _settle(result, f))
 
-        return submit(loop, put())
+        if not hand_over(loop, put):
+            result.set_exception(SlackClientNotConnectedError("the client's event loop has closed"))
+        return result
 
     def put(self, loop: asyncio.AbstractEventLoop, message: dict, paced: bool, want_reply: bool) -> asyncio.Future:
         """Queue ``message``; the future gets the reply (``want_reply``) or the message id."""

@@ -93,17 +93,34 @@ class Runner:
             self.owner._stop_offline()
             return None
         if on_loop_thread(loop):
-            self.owner.handlers.stopped_by = asyncio.current_task()
-            return self._begin_stop()
-        done: concurrent.futures.Future = concurrent.futures.Future()
-        call_soon(loop, lambda: self._begin_stop().add_done_callback(lambda _: done.set_result(None)))
-        return done
+            # A future of its own, never the session task: a handler awaiting it
+            # may be cancelled out of the await without cancelling the stop.
+            self._stopper(asyncio.current_task())
+            waitable = self._begin_stop()
+            done = loop.create_future()
+            waitable.add_done_callback(lambda _: done.done() or done.set_result(None))
+            return done
+        threaded: concurrent.futures.Future = concurrent.futures.Future()
+
+        def begin() -> None:
+            try:
+                self._begin_stop().add_done_callback(lambda _: threaded.set_result(None))
+            except BaseException as exc:
+                threaded.set_exception(exc)
+
+        call_soon(loop, begin)
+        return threaded
+
+    def _stopper(self, task: asyncio.Task | None) -> None:
+        """Note a task that waits for the stop (a handler's worker must not be waited for by it)."""
+        if task is not None:
+            self.owner.handlers.stopped_by.add(task)
 
     async def async_stop(self) -> None:
         if self.loop is None:
             self.owner._stop_offline()
             return
-        self.owner.handlers.stopped_by = asyncio.current_task()
+        self._stopper(asyncio.current_task())
         while True:
             waitable = self._begin_stop()
             if waitable.done():

@@ -116,7 +116,7 @@ class Session:
         if not record and record_to is not None:
             raise SlackClientError("record=False keeps no events, so there is nothing to write to record_to; "
                                    "drop one of the two")
-        self._token = token
+        self._token = token.strip() if isinstance(token, str) else token  # as slackclient does
         self.auto_reconnect = auto_reconnect
         self.ssl, self.proxy, self.timeout = ssl, proxy, timeout
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -202,8 +202,11 @@ class Session:
     def token(self, value: str | None) -> None:
         if self._runner.running:
             raise SlackClientError("the client is running: stop() it before changing its token")
-        self._token = value
-        self._web_clients.forget()
+        self._token = value.strip() if isinstance(value, str) else value
+        stale = self._web_clients.forget()
+        loop = self.loop
+        if stale is not None and loop is not None and not loop.is_closed() and not loop.is_running():
+            loop.run_until_complete(stale.aclose())
 
     @property
     def state(self) -> State:

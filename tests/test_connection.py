@@ -125,3 +125,35 @@ async def test_every_task_the_client_makes_is_named_rtm(sim):
     made = {t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()}
     await rtm.async_stop()
     assert made and all(t.get_name().startswith("rtm-") for t in made), sorted(t.get_name() for t in made)
+
+
+async def test_a_failing_intake_mid_batch_records_and_dispatches_each_frame_once():
+    frames = [f'{{"type":"message","text":"m{i}"}}' for i in range(5)]
+    runner, url, _, _ = await _server(frames, then_wait=True)
+    recorded, dispatched = [], []
+
+    def intake(event, raw=None):
+        dispatched.append(event["text"])
+        if event["text"] == "m2":
+            raise RuntimeError("a bug behind intake")
+
+    wiring = Wiring(1, intake, lambda m, t: None, lambda frames, events, at: recorded.extend(e["text"] for e in events))
+    try:
+        conn = Connection(url, wiring, ping_interval=30, pong_timeout=30)
+        await conn.open()
+        assert await asyncio.wait_for(conn.run(), GUARD) == "internal error: RuntimeError('a bug behind intake')"
+    finally:
+        await runner.cleanup()
+    assert recorded == [f"m{i}" for i in range(5)]
+    assert dispatched == ["m0", "m1", "m2"]
+
+
+async def test_the_state_change_hello_brings_is_recorded_right_after_it(sim):
+    sim.burst_after_hello(300)
+    rtm = client_for(sim)
+    await rtm.connect()
+    await until(lambda: len(rtm.event_frame) > 300, "the burst")
+    await rtm.async_stop()
+    types = rtm.events["type"].tolist()
+    at = types.index("hello")
+    assert types[at + 1] == "state_change"

@@ -545,3 +545,13 @@ def test_chunks_derived_in_the_background_match_and_eviction_keeps_up(monkeypatc
     assert seqs == list(range(seqs[0], n)) and len(seqs) <= 3 * CHUNK_ROWS
     assert df["channel"].tolist() == [f"C{s}" if s % 1000 == 7 else "C1" for s in seqs]
     assert df["text"].tolist() == [pd.NA if s % 1000 == 7 else f"hello {s}" for s in seqs]
+
+
+def test_a_null_reply_to_is_no_reply_on_both_paths(tmp_path):
+    event = {"reply_to": None, "ok": True}
+    frame = EventFrame(record_to=tmp_path / "e.jsonl")
+    frame.append(event, orjson.dumps(event))
+    frame.append({"reply_to": 3, "ok": True}, b'{"reply_to":3,"ok":true}')
+    frame.close()
+    for df in (frame.to_pandas(), EventFrame.read(tmp_path / "e.jsonl").to_pandas()):
+        assert df["type"].isna().tolist() == [True, False] and df["type"][1] == "reply"

@@ -277,3 +277,71 @@ async def test_a_message_sent_before_hello_goes_out_after_it():
         assert (await asyncio.wait_for(reply, GUARD))["text"] == "before hello"
         assert slack.received[0]["text"] == "before hello"
         await rtm.async_stop()
+
+
+# -- stopping from inside, and what a stop cannot deliver --------------------------------------
+
+
+async def test_an_async_handler_may_await_stop_and_the_client_restarts_clean(sim):
+    rtm = client_for(sim)
+    calls = []
+
+    @rtm.on("message", match="^stop now$")
+    async def stopper(client, event):
+        calls.append(event["text"])
+        await client.stop()
+
+    await rtm.connect()
+    sim.post_message(human(sim), general(sim), "stop now")
+    await until(lambda: rtm.state == "stopped", "the stop a handler asked for")
+    await asyncio.wait_for(rtm.async_stop(), GUARD)
+    assert rtm.handlers._loop is None  # every worker ended, the registry released
+    assert rtm.events["type"].tolist()[-1] == "state_change"
+    await asyncio.wait_for(rtm.connect(), GUARD)  # and it starts again, its handler with it
+    sim.post_message(human(sim), general(sim), "stop now")
+    await until(lambda: len(calls) == 2, "the handler after the restart")
+    await asyncio.wait_for(rtm.async_stop(), GUARD)
+
+
+async def test_a_handler_stuck_past_the_stop_timeout_counts_what_it_never_ran(sim, monkeypatch):
+    import rtm_notebook.handlers as handlers_module
+
+    monkeypatch.setattr(handlers_module, "STOP_TIMEOUT", 0.3)
+    release = threading.Event()
+    rtm = client_for(sim)
+
+    @rtm.on("message", match="^slow ")
+    def stuck(client, event):
+        release.wait(GUARD)
+
+    await rtm.connect()
+    for i in range(6):
+        sim.post_message(human(sim), general(sim), f"slow {i}")
+    sim.post_message(human(sim), general(sim), "filtered out")
+    await until(lambda: rtm.counts["message"] >= 7, "the messages")
+    await rtm.async_stop()
+    release.set()
+    (stats,) = rtm.handlers.stats()
+    assert stats["dropped"] == 5  # the first was running; the filtered one never counts
+
+
+async def test_replacing_a_handler_counts_its_queue_as_dropped():
+    from rtm_notebook.handlers import HandlerRegistry
+
+    reg = HandlerRegistry(None)
+    gate = asyncio.Event()
+
+    async def slow(client, event):
+        await gate.wait()
+
+    reg.add("message", slow, name="h", filters={"match": "^x"})
+    reg.start(asyncio.get_running_loop())
+    for text in ("x1", "x2", "x3", "no"):
+        reg.dispatch("message", {"type": "message", "text": text})
+    await asyncio.sleep(0.05)
+    old = reg["h"]
+    reg.add("message", slow, name="h")  # a cell run again
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert old.dropped == 2  # x2 and x3; x1 was running, "no" would not have run
+    await reg.stop()

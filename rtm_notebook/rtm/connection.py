@@ -175,13 +175,14 @@ class Connection:
         waiting = parsed_frames(self.ws)
         frames: list[bytes] = []
         events: list[dict] = []
+        greeted = False
         arrived = time.time()
         try:
             while True:
                 if not waiting or len(events) >= MAX_BATCH:
                     if events:
-                        self._deliver(frames, events, arrived)
-                        frames, events = [], []
+                        batch, frames, events = (frames, events), [], []
+                        self._deliver(*batch, arrived)
                     if not waiting:
                         msg = await receive()
                         # Frames aiohttp had parsed were read off the socket
@@ -206,16 +207,23 @@ class Connection:
                     if keep:
                         frames.append(data)
                     events.append(event)
+                    if not greeted and event.get("type") == "hello":
+                        # What hello brings about (the state change) is recorded
+                        # right after it, not after the burst that follows it.
+                        greeted = True
+                        batch, frames, events = (frames, events), [], []
+                        self._deliver(*batch, arrived)
                     continue
                 if events:
-                    self._deliver(frames, events, arrived)
-                    frames, events = [], []
+                    batch, frames, events = (frames, events), [], []
+                    self._deliver(*batch, arrived)
                 self.frames += 1
                 error = decode(data)
                 self._wiring.intake(error, error["raw"])
         finally:
             if events:  # received: recorded and dispatched even when reading failed
-                self._deliver(frames, events, arrived)
+                batch, frames, events = (frames, events), [], []
+                self._deliver(*batch, arrived)
 
     def _deliver(self, frames: list[bytes], events: list[dict], arrived: float) -> None:
         self.frames += len(events)
