@@ -85,6 +85,19 @@ def _event_text(event: Mapping[str, Any]) -> str:
     return ""
 
 
+def handler_label(name: str) -> str:
+    """A handler's name as a row shows it: short enough to leave room for the message.
+
+    Seed-style registrations are named ``seed:EVENT:module.qualname`` (unique,
+    but long: ``seed:message:rtm_notebook.cli._install_seed_bot.<locals>.say_hello``);
+    a row shows the function's own name, ``say_hello``. Other names are the
+    user's own (``%%rtm_on --name``, the function name) and are kept.
+    """
+    if name.startswith("seed:"):
+        return name.rsplit(":", 1)[-1].rsplit(".", 1)[-1] or name
+    return name
+
+
 def _names(items: Mapping[str, str] | Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
     """id → name from a mapping or from Slack objects (``users.list`` members, channels)."""
     if items is None:
@@ -306,10 +319,15 @@ class LiveLog:
         if user is None and isinstance(event.get("message"), Mapping):
             user = _ident(event["message"].get("user"))
         user = self.users.get(user, user) if user else ""
-        if etype == "output" or (etype == "error" and event.get("handler")):
-            user = f"[{event.get('handler', '')}]"
+        text = _event_text(event)
+        if etype == "output":
+            user = f"[{handler_label(str(event.get('handler', '')))}]"
+        elif etype == "error" and event.get("handler"):
+            # The message first, so a narrow view or a cut line still shows it.
+            user = ""
+            text = f"{text}  · {handler_label(str(event['handler']))}"
         clock = time.strftime("%H:%M:%S", time.localtime(received)) + f".{int(received * 1000) % 1000:03d}"
-        return clock, etype, channel, user, _event_text(event)
+        return clock, etype, channel, user, text
 
     def rows_html(self) -> str:
         """The rows as one escaped HTML table, newest first."""
