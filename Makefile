@@ -6,12 +6,22 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup demo test bench browser-deps
 
+# Installed once, then again only when pyproject.toml changes (the install
+# is editable: code changes need no reinstall). The stamp lives in .venv, so
+# deleting .venv starts over.
+STAMP  := $(VENV)/.installed
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-setup: $(BIN)/python
+# Order-only: the venv's python is a symlink whose date is the system
+# interpreter's, which must not make the stamp look stale.
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+setup: $(STAMP)
 
 demo: setup
 	$(BIN)/rtm-notebook demo
