@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import os
 import shutil
 import sys
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the seed 'Hello' bot against the simulated workspace and stream events")
-    demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20; Ctrl-C stops early)")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to run (default 20; inf: until Ctrl-C, which also stops it early)")
     demo.add_argument("--rate", type=float, default=20.0, help="simulated traffic, events per second (default 20)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the simulated workspace (default 1)")
     demo.add_argument("--token-env", metavar="VAR", help="use a real workspace: read the bot token from this environment variable")
@@ -422,7 +423,8 @@ async def _demo(*, seconds: float, rate: float, seed: int, token: str | None, re
             lines.flush()
 
     client.add_tap(show)
-    out.line(f"rtm-notebook demo: the seed's \"Hello\" bot on {where}, for {seconds:g} s (Ctrl-C stops early)")
+    how_long = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C stops early)"
+    out.line(f"rtm-notebook demo: the seed's \"Hello\" bot on {where}, {how_long}")
     started = time.monotonic()
     interrupted = False
     printer = None
