@@ -12,16 +12,22 @@ CLIENT_TESTS := tests/test_seed_compat.py tests/test_client_seed.py tests/test_c
 
 .PHONY: setup demo test lint test-py313 bench browser-deps java-deps
 
+# Installed once, then again only when pyproject.toml changes (the install
+# is editable: code changes need no reinstall). The stamp lives in .venv, so
+# deleting .venv starts over.
+STAMP  := $(VENV)/.installed
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Installed again only when pyproject.toml changes (the stamp is older).
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Order-only: the venv's python is a symlink whose date is the system
+# interpreter's, which must not make the stamp look stale.
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
-	touch $@
+	@touch $@
 
-setup: $(VENV)/.installed
+setup: $(STAMP)
 
 demo: setup
 	$(BIN)/rtm-notebook demo

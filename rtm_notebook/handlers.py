@@ -87,6 +87,19 @@ def event_types(event: str | Iterable[str]) -> list[str]:
     return events
 
 
+def handler_label(name: str) -> str:
+    """A handler's name as a row shows it: short enough to leave room for the message.
+
+    Seed-style registrations are named ``seed:EVENT:module.qualname`` (unique,
+    but long: ``seed:message:rtm_notebook.cli._install_seed_bot.<locals>.say_hello``);
+    a row shows the function's own name, ``say_hello``. Other names are the
+    user's own (``%%rtm_on --name``, the function name) and are kept.
+    """
+    if name.startswith("seed:"):
+        return name.rsplit(":", 1)[-1].rsplit(".", 1)[-1] or name
+    return name
+
+
 def _seed_data(event: dict) -> Any:
     if event.__class__ is ErrorEvent and event.exception is not None:
         return event.exception

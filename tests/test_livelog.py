@@ -62,8 +62,8 @@ async def test_handler_error_red_with_folded_traceback(log):
     await rendered(log)
     html = log._rows_html.value
     assert '<tr class="err">' in html
-    assert "<details><summary>ZeroDivisionError(&#x27;division by zero&#x27;)</summary><pre>Traceback (most recent call last):" in html
-    assert "[greeter]" in html
+    # The message first, then the handler (issue 14 item 7: a long handler name hid the message).
+    assert "<details><summary>ZeroDivisionError(&#x27;division by zero&#x27;)  · greeter</summary><pre>Traceback (most recent call last):" in html
 
 
 async def test_filters_type_channel_search(log):

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from rtm_notebook.fields import channel_of, summary, type_label, user_of
+from rtm_notebook.handlers import handler_label
 from rtm_notebook.loops import call_soon, in_kernel
 from rtm_notebook.session import Session
 
@@ -264,10 +265,15 @@ class LiveLog:
             channel = "#" + self.channels.get(channel, channel)
         user = user_of(event)
         user = self.users.get(user, user) if user else ""
-        if etype == "output" or (etype == "error" and event.get("handler")):
-            user = f"[{event.get('handler', '')}]"
+        text = summary(event)
+        if etype == "output":
+            user = f"[{handler_label(str(event.get('handler', '')))}]"
+        elif etype == "error" and event.get("handler"):
+            # The message first, so a narrow view or a cut line still shows it.
+            user = ""
+            text = f"{text}  · {handler_label(str(event['handler']))}"
         clock = time.strftime("%H:%M:%S", time.localtime(received)) + f".{int(received * 1000) % 1000:03d}"
-        return clock, etype, channel, user, summary(event)
+        return clock, etype, channel, user, text
 
     def rows_html(self) -> str:
         """The rows as one escaped HTML table, newest first."""

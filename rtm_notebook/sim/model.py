@@ -50,6 +50,8 @@ PUBLIC_CHANNELS = [
 PRIVATE_CHANNELS = [("leads", "Team leads"), ("incident-room", "Pages and postmortems")]
 N_HUMANS = 12
 ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+# Who a deleted thread parent's tombstone is by, as in Slack.
+TOMBSTONE_USER = "USLACKBOT"
 
 
 def format_ts(micros: int) -> str:
@@ -255,6 +257,32 @@ class Workspace:
                 parent["latest_reply"] = ts
         conv.add(msg)
         return msg
+
+    def delete_message(self, conv: Conversation, msg: dict[str, Any]) -> dict[str, Any]:
+        """Delete ``msg`` from ``conv`` as Slack does and return the RTM event.
+
+        A message without replies is gone (``message_deleted``). A thread
+        parent with replies is not: Slack leaves a tombstone ("This message
+        was deleted.", by USLACKBOT, subtype ``tombstone``) that keeps the
+        thread, so its replies stay readable and new replies are still
+        accepted; the event is a ``message_changed`` whose ``message`` is
+        the tombstone.
+        """
+        ts = self.clock.next()
+        previous = {k: msg[k] for k in ("type", "user", "text", "ts") if k in msg}
+        if not msg.get("reply_count"):
+            conv.messages.pop(msg["ts"], None)
+            return {"type": "message", "subtype": "message_deleted", "hidden": True, "channel": conv.id,
+                    "ts": ts, "deleted_ts": msg["ts"], "event_ts": ts, "previous_message": previous}
+        tombstone = {"type": "message", "subtype": "tombstone", "text": "This message was deleted.",
+                     "user": TOMBSTONE_USER, "hidden": True, "ts": msg["ts"], "thread_ts": msg["ts"],
+                     "parent_user_id": TOMBSTONE_USER}
+        tombstone.update({k: msg[k] for k in ("reply_count", "reply_users", "reply_users_count", "latest_reply")
+                          if k in msg})
+        msg.clear()
+        msg.update(tombstone)  # in place: the dict is the one stored in conv.messages
+        return {"type": "message", "subtype": "message_changed", "hidden": True, "channel": conv.id,
+                "ts": ts, "event_ts": ts, "message": dict(tombstone), "previous_message": previous}
 
     def conversation(self, key: str) -> Conversation | None:
         """By id, or by name with or without ``#`` (chat.postMessage accepts both)."""

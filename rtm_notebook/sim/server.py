@@ -914,12 +914,39 @@ def serve(host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, seed: int =
             print(f"  app token (Socket Mode): {sim.app_token}")
             if not _is_loopback(host):
                 print(f"  warning: bound to {host}, so other machines can reach it")
+            print(connect_help(sim.base_url, sim.token))
             print("Ctrl-C stops it.", flush=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:  # whenever it comes, leaving the with-block stopped the server
         print("stopped")
     return 0
+
+
+# The variable the printed lines put the token in: not SLACK_BOT_TOKEN, so a
+# real token set in the same environment is neither used nor overwritten.
+SIM_TOKEN_ENV = "RTM_SIM_TOKEN"
+
+
+def connect_help(base_url: str, token: str) -> str:
+    """What to type to use this workspace: in a notebook, from Python, and the demo.
+
+    ``%rtm_connect`` takes the token only from the environment (``--token-env
+    VAR``) and the workspace from ``--base-url``; ``%env`` sets the variable
+    in the kernel itself.
+    """
+    return "\n".join([
+        "Connect a notebook to it (one cell):",
+        "  %load_ext rtm_notebook",
+        f"  %env {SIM_TOKEN_ENV}={token}",
+        f"  %rtm_connect --token-env {SIM_TOKEN_ENV} --base-url {base_url}",
+        "or from Python:",
+        "  from rtm_notebook import RTMClient",
+        f'  rtm = RTMClient(token="{token}", base_url="{base_url}")',
+        "  rtm.start()  # in a notebook it returns at once; in a script it runs until rtm.stop()",
+        "or run the demo's bot on it from another terminal:",
+        f"  {SIM_TOKEN_ENV}={token} rtm-notebook demo --token-env {SIM_TOKEN_ENV} --base-url {base_url}",
+    ])
 
 
 def _is_loopback(host: str) -> bool:

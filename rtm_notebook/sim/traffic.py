@@ -98,12 +98,15 @@ class Traffic:
         return template
 
     def _recent_message(self) -> tuple[Any, dict[str, Any]] | None:
-        """A recent message that still exists (deletes and the history cap remove some)."""
+        """A recent message that still exists (deletes and the history cap remove some).
+
+        A deleted thread parent stays as a tombstone; the people leave it alone.
+        """
         recent = self.recent
         while recent:
             item = recent[int(self.rand() * len(recent))]
             msg = item[0].messages.get(item[1])
-            if msg is not None:
+            if msg is not None and msg.get("subtype") != "tombstone":
                 return item[0], msg
             recent.remove(item)
         return None
@@ -173,13 +176,7 @@ class Traffic:
         if target is None:
             return None
         conv, msg = target
-        del conv.messages[msg["ts"]]
-        ts = self.ws.clock.next()
-        return {
-            "type": "message", "subtype": "message_deleted", "hidden": True, "channel": conv.id,
-            "ts": ts, "deleted_ts": msg["ts"], "event_ts": ts,
-            "previous_message": {"type": "message", "user": msg["user"], "text": msg["text"], "ts": msg["ts"]},
-        }
+        return self.ws.delete_message(conv, msg)
 
     def _reaction(self) -> dict[str, Any] | None:
         target = self._recent_message()

@@ -223,12 +223,9 @@ class WebApi:
 
     def chat_delete(self, caller: str, args: Args):
         conv, msg = self._own_message(caller, args, "ts", "cant_delete_message")
-        del conv.messages[msg["ts"]]
-        ts = self.ws.clock.next()
-        previous = {k: msg[k] for k in ("type", "user", "text", "ts") if k in msg}
-        event = {"type": "message", "subtype": "message_deleted", "hidden": True, "channel": conv.id,
-                 "ts": ts, "deleted_ts": msg["ts"], "event_ts": ts, "previous_message": previous}
-        return {"channel": conv.id, "ts": msg["ts"]}, [event]
+        ts = msg["ts"]
+        event = self.ws.delete_message(conv, msg)
+        return {"channel": conv.id, "ts": ts}, [event]
 
     def reactions_add(self, caller: str, args: Args):
         conv, msg = self._own_message(caller, args, "timestamp", "")
