@@ -24,6 +24,7 @@ one of them ``--name``.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import asyncio
 import concurrent.futures
@@ -63,6 +64,10 @@ KNOWN_EVENTS = frozenset(
     external_org_migration_started external_org_migration_finished
     """.split()
 )
+
+# Named when an event type is unknown and no known one is close to it.
+COMMON_EVENTS = ("message", "reaction_added", "reaction_removed", "user_typing", "presence_change",
+                 "channel_joined", "member_joined_channel", "error")
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -107,6 +112,56 @@ def session(name: str | None = None) -> Session:
     if _current is None:
         raise UsageError("The rtm_notebook extension is not loaded: run %load_ext rtm_notebook")
     return _current._session(name)
+
+
+def _usage(fn: Callable) -> str:
+    """One line, ``%magic POSITIONAL [OPTIONAL] [--option VALUE]``, from the magic's parser.
+
+    (argparse's own usage of a magic starts with ``::`` and wraps over lines.)
+    """
+    parts = [f"%{fn.__name__}"]
+    actions = [a for a in fn.parser._actions if not isinstance(a, argparse._HelpAction)]
+    for action in actions:
+        if not action.option_strings:
+            name = str(action.metavar or action.dest).upper()
+            parts.append(f"[{name}]" if action.nargs == "?" else name)
+    for action in actions:
+        if action.option_strings:
+            option = max(action.option_strings, key=len)
+            if action.nargs == 0:
+                parts.append(f"[{option}]")
+            else:
+                value = action.metavar or ("|".join(action.choices) if action.choices else action.dest.upper())
+                parts.append(f"[{option} {value}]")
+    return " ".join(parts)
+
+
+def _no_arguments(magic: str, line: str) -> None:
+    if line.strip():
+        raise UsageError(f"%{magic} takes no arguments.\nType: %{magic}")
+
+
+def _syntax_message(exc: SyntaxError, cell_number: int) -> str:
+    """A SyntaxError in a handler body as Python shows one, with the cell's own number and line."""
+    text = (exc.text or "").rstrip("\n")
+    stripped = text.lstrip()
+    column = max(0, (exc.offset or 1) - 1 - (len(text) - len(stripped)))
+    where = f"Cell In[{cell_number}], line {exc.lineno}"
+    shown = f"\n    {stripped}\n    {' ' * column}^" if stripped else ""
+    return (f"{type(exc).__name__} in the handler cell, {where}:{shown}\n{exc.msg}\n"
+            "Nothing was registered for this cell: fix the line and run the cell again.")
+
+
+def _duration(seconds: float | None) -> str:
+    """``0.81 ms``, ``120 ms``, ``2.5 s``, ``75 s``; blank for None."""
+    if seconds is None:
+        return ""
+    ms = seconds * 1000
+    if ms < 10:
+        return f"{ms:.2f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds:.0f} s"
 
 
 def _unquote(token: str) -> str:
@@ -242,15 +297,24 @@ class RTMMagics(Magics):
             raise UsageError(f"Cannot split the options ({exc}): check the quotes. See %{fn.__name__}?") from None
         except UsageError as exc:
             magic = fn.__name__
-            usage = fn.parser.format_usage().strip().replace("usage: ", "")
             hint = ""
             bad = re.search(r"unrecognized arguments: (\S+)", str(exc))
             if bad:
-                options = re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", fn.parser.format_usage())
+                options = [o for a in fn.parser._actions for o in a.option_strings]
                 near = difflib.get_close_matches(bad.group(1).split("=")[0], options, n=1)
                 if near:
                     hint = f" Did you mean {near[0]}?"
-            raise UsageError(f"{exc}.{hint}\nType: %{usage}   (see %{magic}? for help)") from None
+            raise UsageError(f"{exc}.{hint}\nType: {_usage(fn)}   (see %{magic}? for help)") from None
+
+    def _cell_number(self) -> int:
+        """The execution count of the cell being run (``In[N]``).
+
+        IPython 9 increments ``shell.execution_count`` before the cell runs
+        (8 after), so it is read from the running cell's result instead.
+        """
+        result = getattr(self.shell.displayhook, "exec_result", None)
+        count = getattr(result, "execution_count", None)
+        return count if isinstance(count, int) else self.shell.execution_count
 
     def _stop_session(self, sess: Session) -> asyncio.Task | None:
         """Stop a client, then its handlers, log, output areas and simulated workspace.
@@ -436,12 +500,14 @@ class RTMMagics(Magics):
         ``my_function(client, event)``.
         """
         args = self._parse(self.rtm_on, line)
-        sess = self._session()
         event = args.event
         if event not in KNOWN_EVENTS:
-            near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.5)
-            hint = f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else " Type %rtm_on? for examples (message, reaction_added, user_typing, * for all)."
+            # Only names a typo away: a loose cutoff turns any word into some event.
+            near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.75)
+            hint = (f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else
+                    f" Common ones: {', '.join(COMMON_EVENTS)}, or * for every event; %rtm_on? has examples.")
             raise UsageError(f"Unknown event type {event!r}.{hint}")
+        sess = self._session()
         filters = {k: v for k, v in (("match", args.match), ("channel", args.channel), ("subtype", args.subtype)) if v}
         if args.match:
             try:
@@ -473,12 +539,20 @@ class RTMMagics(Magics):
                 raise UsageError("The cell is empty: write the handler's body below %%rtm_on, e.g. say(f\"Hi <@{event['user']}>!\")")
             identity = self._cell_id or " ".join(line.split())
             name = args.name or f"{event.replace('*', 'all')}_{_hash(identity)}"
-            body = self.shell.transform_cell(cell)
-            filename = self.shell.compile.cache(body, self.shell.execution_count, raw_code=cell)
+            # One blank line for the magic's: line numbers in tracebacks and
+            # syntax errors are then the cell's own, under the cell's own In[N].
+            number = self._cell_number()
+            body = "\n" + self.shell.transform_cell(cell)
+            filename = self.shell.compile.cache(body, number, raw_code=f"%%rtm_on {line}\n{cell}")
             sink = self._sink(sess, name)
-            fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client, say=_say_factory(sink))
+            try:
+                fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client,
+                                     say=_say_factory(sink))
+            except SyntaxError as exc:
+                # Raised from here, IPython would show the toolkit's frames too.
+                raise UsageError(_syntax_message(exc, number)) from None
             fn.__name__ = fn.__qualname__ = name
-            
+
         def register() -> Any:
             old = sess.sinks.pop(name, None)
             if old is not None:
@@ -554,8 +628,7 @@ class RTMMagics(Magics):
         """A table of the handlers: name, event, filters, calls, errors, last error, mean time,
         queued (events waiting), dropped (given to it and never run: see docs/architecture.md,
         "Stopping") and busy (how long the call in progress has run; NaT when idle)."""
-        if line.strip():
-            raise UsageError("%rtm_handlers takes no arguments")
+        _no_arguments("rtm_handlers", line)
         import pandas as pd
 
         sess = self._session()
@@ -583,8 +656,7 @@ class RTMMagics(Magics):
     @line_magic
     def rtm_status(self, line: str = "") -> None:
         """One line per client: state, team, connection number, events/s, counts, handler errors."""
-        if line.strip():
-            raise UsageError("%rtm_status takes no arguments")
+        _no_arguments("rtm_status", line)
         if not self.sessions:
             raise UsageError("No RTM client is connected yet: run %rtm_connect first (or %rtm_connect --demo)")
         for name, sess in self.sessions.items():
