@@ -112,8 +112,9 @@ class Handler:
     ``calls`` counts completed calls (including those that raised),
     ``errors`` those that raised, ``last_error`` is the latest exception's
     repr, ``total_time`` the seconds spent inside the handler, ``busy_for``
-    how long the call in progress has been running, ``dropped`` the events
-    it was given and never ran for (see the module docs).
+    how long the call in progress has been running, ``behind_for`` how long
+    events have been waiting since its queue was last empty, ``dropped`` the
+    events it was given and never ran for (see the module docs).
     """
 
     def __init__(
@@ -147,6 +148,11 @@ class Handler:
         # Set by the worker, read from any thread: a stuck handler shows here
         # long before its calls/errors change.
         self._busy_since: float | None = None
+        # perf_counter() when the worker last found its queue empty (it then
+        # waits for the next event, or has just been woken by one). Written by
+        # the worker only, so intake does no extra work for it: a queue that
+        # is not empty has been so since then (behind_for).
+        self._caught_up = perf_counter()
         match = filters.get("match")
         self._match = re.compile(match) if isinstance(match, str) else match
         self._channels = _as_set(filters.get("channel"))
@@ -191,6 +197,14 @@ class Handler:
         """Seconds the call in progress has been running, or None when idle."""
         since = self._busy_since
         return None if since is None else perf_counter() - since
+
+    @property
+    def behind_for(self) -> float | None:
+        """Seconds since this handler's queue was last empty, while events wait
+        in it (None when nothing waits): how long it has been behind."""
+        if not self.queued:
+            return None
+        return max(0.0, perf_counter() - self._caught_up)
 
     @property
     def queued(self) -> int:
@@ -254,6 +268,7 @@ class Handler:
             if not q:
                 self._wake = loop.create_future()
                 await self._wake
+                self._caught_up = perf_counter()
                 continue
             event = q.popleft()
             if event is _STOP:
@@ -283,7 +298,12 @@ class Handler:
         call = self._caller()
         try:
             while True:
-                event = q.get()
+                if q.empty():
+                    # Caught up: whatever arrives now is not behind.
+                    event = q.get()
+                    self._caught_up = perf_counter()
+                else:
+                    event = q.get()
                 if event is _STOP:
                     return
                 if drop.is_set():
@@ -491,7 +511,8 @@ class HandlerRegistry:
 
     def stats(self) -> list[dict]:
         """One dict per handler: name, event, style, kind, calls, errors, last_error, mean_time, queued,
-        dropped, busy_for (seconds the call in progress has run, None when idle), filters."""
+        dropped, busy_for (seconds the call in progress has run, None when idle), behind_for (seconds
+        since its queue was last empty while events wait in it, None when none wait), filters."""
         return [
             {
                 "name": h.name,
@@ -505,6 +526,7 @@ class HandlerRegistry:
                 "queued": h.queued,
                 "dropped": h.dropped,
                 "busy_for": h.busy_for,
+                "behind_for": h.behind_for,
                 "filters": {k: getattr(v, "pattern", v) for k, v in h.filters.items()},
             }
             for h in self._handlers.values()

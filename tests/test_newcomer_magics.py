@@ -8,12 +8,14 @@ loop, which keeps running between cells), except where a test says otherwise.
 from __future__ import annotations
 
 import asyncio
+import re
+import threading
 
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from rtm_notebook.notebook import magics
+from rtm_notebook.notebook import livelog, magics
 from rtm_notebook.notebook.magics import session
 
 
@@ -50,6 +52,66 @@ def human_and_channel(sim) -> tuple[str, str]:
     human = next(u["id"] for u in sim.users if not u["is_bot"])
     channel = next(c["id"] for c in sim.channels if c["is_member"])
     return human, channel
+
+
+# -- item 4: a handler that falls behind ----------------------------------------------
+
+
+async def test_a_lagging_handler_shows_in_the_status_bar_and_warns_once(shell, monkeypatch):
+    # The live log's timer runs when it has widgets (in a kernel); make it have them.
+    monkeypatch.setattr(livelog, "in_kernel", lambda: True)
+    monkeypatch.setattr(livelog, "LAG_AFTER", 0.3)
+    release = threading.Event()
+    shell.user_ns["_test_release"] = release
+    await ok(shell, "def _test_slow(client, event):\n    _test_release.wait(10)\n")
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    log = session().log
+    assert log.widget is not None
+    await ok(shell, "%rtm_on message _test_slow")
+    human, channel = human_and_channel(session().sim)
+    try:
+        for i in range(25):
+            session().sim.post_message(human, channel, f"busy {i}")
+        await wait_until(lambda: client.handlers["_test_slow"].queued == 24)
+        stats = {s["name"]: s for s in client.handlers.stats()}
+        assert stats["_test_slow"]["behind_for"] is not None and stats["_test_slow"]["behind_for"] >= 0
+        await wait_until(lambda: "_test_slow: 24 queued, behind" in log._status.value)
+        await asyncio.sleep(0.5)  # more timer ticks: still one warning
+        warnings = [e for _, e in log._rows if e.get("type") == "warning"]
+        assert len(warnings) == 1 and "_test_slow" in warnings[0]["text"] and "behind" in warnings[0]["text"]
+        assert "falling behind" in log._rows_html.value
+        table = (await ok(shell, "%rtm_handlers")).result.set_index("name")
+        assert re.fullmatch(r"\d+(\.\d+)? (ms|s)", table.loc["_test_slow", "behind"])
+    finally:
+        release.set()
+    await wait_until(lambda: client.handlers["_test_slow"].calls == 25)
+    assert client.handlers["_test_slow"].behind_for is None
+    await wait_until(lambda: "behind" not in log._status.value)
+    table = (await ok(shell, "%rtm_handlers")).result.set_index("name")
+    assert table.loc["_test_slow", "behind"] == ""
+
+    # A second episode warns again.
+    release.clear()
+    try:
+        for i in range(25):
+            session().sim.post_message(human, channel, f"again {i}")
+        await wait_until(lambda: len([e for _, e in log._rows if e.get("type") == "warning"]) == 2)
+    finally:
+        release.set()
+    await stop_all(shell)
+
+
+def test_behind_for_is_set_by_the_workers_only():
+    import inspect
+
+    from rtm_notebook.handlers import Handler
+    from rtm_notebook.session import Session
+
+    # The intake hot path does no extra work per event for this.
+    assert "behind" not in inspect.getsource(Session._intake)
+    assert "behind" not in inspect.getsource(Handler._offer_async)
 
 
 # -- item 8: a syntax error in a %%rtm_on body ------------------------------------------
@@ -124,3 +186,30 @@ def test_unknown_event_suggests_only_close_names(shell):
     message = usage_error(shell, "%%rtm_on nosuchevent\npass")
     assert "Did you mean" not in message and "group_archive" not in message, message
     assert "message" in message and "reaction_added" in message and "*" in message
+
+
+# -- item 10: %rtm_handlers, %rtm_status and the banner read well ----------------------------
+
+
+async def test_rtm_handlers_is_display_ready(shell):
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    await ok(shell, "%%rtm_on message --channel #general --name in_general\npass")
+    await ok(shell, "%%rtm_on message --match ^hi --name quiet\npass")
+    general = next(cid for cid, n in client.channel_names.items() if n == "general")
+    human = next(u["id"] for u in session().sim.users if not u["is_bot"])
+    session().sim.post_message(human, general, "hello")
+    await wait_until(lambda: client.handlers["in_general"].calls == 1)
+
+    table = (await ok(shell, "%rtm_handlers")).result.set_index("name")
+    assert table.loc["in_general", "filters"] == "channel=#general"
+    assert table.loc["quiet", "filters"] == "match='^hi'"
+    assert re.fullmatch(r"\d+(\.\d\d)? ms", table.loc["in_general", "mean time"]), table.loc["in_general", "mean time"]
+    assert table.loc["quiet", "mean time"] == "" and table.loc["quiet", "busy"] == ""
+    assert table.loc["quiet", "last error"] == "" and table.loc["in_general", "last error"] == ""
+    assert table.loc["in_general", "calls"] == 1
+    shown = table.to_string() + table.to_html()
+    for raw in ("NaT", "NaN", "None", "days", "nan"):
+        assert raw not in shown, shown
+    await stop_all(shell)

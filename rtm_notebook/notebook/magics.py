@@ -77,13 +77,23 @@ _current: RTMMagics | None = None
 class Session:
     """One client started by ``%rtm_connect``: the client, its log, its handlers' output areas."""
 
-    def __init__(self, name: str, client: Any, log: LiveLog | None, sim: Any, background: BackgroundLoop | None) -> None:
+    def __init__(self, name: str, client: Any, log: LiveLog | None, sim: Any, background: BackgroundLoop | None,
+                 *, options: dict | None = None, line: str = "") -> None:
         self.name = name
         self.client = client
         self.log = log
         self.sim = sim
         self.background = background
         self.sinks: dict[str, HandlerSink] = {}
+        #: what %rtm_connect was asked for (to tell a re-run cell from a changed one), and how it was typed
+        self.options = options or {}
+        self.line = line
+        #: handler name -> its filters as the person typed them (for %rtm_handlers)
+        self.labels: dict[str, dict[str, str]] = {}
+
+    @property
+    def where(self) -> str:
+        return f"simulated workspace {self.sim.base_url}" if self.sim is not None else "Slack"
 
     @property
     def loop(self) -> Any:
@@ -514,6 +524,7 @@ class RTMMagics(Magics):
                 re.compile(args.match)
             except re.error as exc:
                 raise UsageError(f"--match {args.match!r} is not a valid regular expression: {exc}") from None
+        labels = {k: repr(v) if k == "match" else v for k, v in filters.items()}
         if args.channel:
             filters["channel"] = self._channel_id(sess, args.channel)
 
@@ -558,11 +569,12 @@ class RTMMagics(Magics):
             if old is not None:
                 old.close()
             sess.sinks[name] = sink
+            sess.labels[name] = labels
             return sess.client.handlers.add(event, fn, name=name, filters=filters or None, call_context=sink.context)
 
         handler = sess.run(register)
         where = "on the loop" if handler.is_async else "on its own thread"
-        described = ", ".join(f"{k}={v!r}" for k, v in filters.items())
+        described = ", ".join(f"{k}={v}" for k, v in labels.items())
         print(f"handler {name!r} on {event}" + (f" ({described})" if described else "") + f", runs {where}; %rtm_off {name} removes it")
         if sink.output is not None:
             from IPython.display import display
@@ -610,6 +622,7 @@ class RTMMagics(Magics):
             elif sess.client.handlers.remove(args.name):
                 removed = [args.name]
             for name in names:
+                sess.labels.pop(name, None)
                 sink = sess.sinks.pop(name, None)
                 if sink is not None:
                     sink.close()
@@ -625,44 +638,82 @@ class RTMMagics(Magics):
 
     @line_magic
     def rtm_handlers(self, line: str = "") -> Any:
-        """A table of the handlers: name, event, filters, calls, errors, last error, mean time,
-        queued (events waiting), dropped (given to it and never run: see docs/architecture.md,
-        "Stopping") and busy (how long the call in progress has run; NaT when idle)."""
+        """A table of the handlers, ready to read: name, event, filters (as you typed them),
+        calls, errors, last error, mean time, queued (events waiting), behind (how long they
+        have waited since its queue was last empty), dropped (given to it and never run: see
+        docs/architecture.md, "Stopping") and busy (how long the call in progress has run).
+
+        Times are text with their unit (``0.81 ms``, ``12 s``) and nothing is a blank; the
+        numbers behind them are ``rtm.handlers.stats()``.
+        """
         _no_arguments("rtm_handlers", line)
         import pandas as pd
 
         sess = self._session()
-        rows = [
-            {
-                "name": s["name"],
-                "event": s["event"],
-                "filters": ", ".join(f"{k}={v!r}" for k, v in (s.get("filters") or {}).items()),
-                "calls": s["calls"],
-                "errors": s["errors"],
-                "last error": s["last_error"],
-                "mean time": pd.Timedelta(seconds=s["mean_time"]) if s["calls"] else pd.NaT,
-                "queued": s["queued"],
-                "dropped": s["dropped"],
-                "busy": pd.Timedelta(seconds=s["busy_for"]) if s["busy_for"] is not None else pd.NaT,
-            }
-            for s in sess.run(sess.client.handlers.stats)
-        ]
-        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "dropped",
-                   "busy"]
-        return pd.DataFrame(rows, columns=columns)
+
+        def rows() -> list[dict]:
+            names = getattr(sess.client, "channel_names", {}) or {}
+            out = []
+            for s in sess.client.handlers.stats():
+                labels = sess.labels.get(s["name"])
+                if labels is None:  # registered in code (rtm.on, RTMClient.run_on)
+                    labels = {k: repr(v) if k == "match" else ("#" + names[v] if k == "channel" and v in names else v)
+                              for k, v in (s.get("filters") or {}).items()}
+                out.append({
+                    "name": s["name"],
+                    "event": s["event"],
+                    "filters": ", ".join(f"{k}={v}" for k, v in labels.items()),
+                    "calls": s["calls"],
+                    "errors": s["errors"],
+                    "last error": s["last_error"] or "",
+                    "mean time": _duration(s["mean_time"]) if s["calls"] else "",
+                    "queued": s["queued"],
+                    "behind": _duration(s["behind_for"]),
+                    "dropped": s["dropped"],
+                    "busy": _duration(s["busy_for"]),
+                })
+            return out
+
+        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "behind",
+                   "dropped", "busy"]
+        return pd.DataFrame(sess.run(rows), columns=columns)
 
     # -- %rtm_status, %rtm_log, %rtm_stop ----------------------------------------
 
     @line_magic
     def rtm_status(self, line: str = "") -> None:
-        """One line per client: state, team, connection number, events/s, counts, handler errors."""
+        """Per client: state, workspace, connection number, events/s, events recorded, counts,
+        handler errors, and handlers that are stuck or lagging."""
         _no_arguments("rtm_status", line)
         if not self.sessions:
             raise UsageError("No RTM client is connected yet: run %rtm_connect first (or %rtm_connect --demo)")
         for name, sess in self.sessions.items():
-            where = f"simulated workspace {sess.sim.base_url}" if sess.sim is not None else "Slack"
-            status = sess.run(sess.log.status_text) if sess.log is not None else f"state: {sess.client.state}"
-            print(f"{name} ({where}, {len(sess.client.event_frame)} events recorded): {status}")
+            _show_fields(name, sess.run(self._status_fields, sess))
+
+    @staticmethod
+    def _status_fields(sess: Session) -> list[tuple[str, str]]:
+        """What %rtm_status shows of one client, as (key, value) pairs (on the loop)."""
+        client = sess.client
+        recorded = f"{len(client.event_frame):,} ({sess.name}.events)"
+        if sess.log is None:
+            return [("state", str(client.state)), ("workspace", sess.where), ("events", recorded)]
+        s = sess.log.status()
+        team = f"{s['team']} ({sess.where})" if s["team"] else sess.where
+        fields = [("state", str(s["state"])), ("workspace", team)]
+        if s["connection"]:
+            fields.append(("connection", f"#{s['connection']}"))
+        fields += [("events/s", f"{s['events_per_second']:.1f}"), ("events", recorded)]
+        if s["counts"]:
+            fields.append(("counts", ", ".join(f"{k} {v}" for k, v in s["counts"])))
+        fields.append(("handlers", f"{len(client.handlers)}, errors: {s['handler_errors']}"))
+        if s["stuck_handlers"]:
+            fields.append(("stuck", ", ".join(f"{n} (busy {b:.0f} s)" for n, b in s["stuck_handlers"])))
+        if s["lagging_handlers"]:
+            fields.append(("lagging", "; ".join(f"{n}: {q} queued, behind {lag:.0f} s"
+                                                for n, q, lag in s["lagging_handlers"])))
+        if s["paused"]:
+            fields.append(("live log", "paused"))
+        return fields
 
     @magic_arguments()
     @argument("-n", type=int, default=None, help="print the newest N rows as text instead of showing the widget")
@@ -704,6 +755,30 @@ class RTMMagics(Magics):
 
 
 _pending: set[asyncio.Task] = set()
+
+
+def _show_fields(title: str | None, fields: list[tuple[str, str]]) -> None:
+    """Show ``key: value`` lines: aligned text in a terminal, a small table in a
+    kernel (a long value wraps between words there, never inside a key)."""
+    import html
+
+    from IPython.display import display
+
+    width = max((len(key) for key, _ in fields), default=0) + 1
+    indent = "  " if title else ""
+    lines = [title] if title else []
+    lines += [f"{indent}{key + ':':<{width}} {value}" for key, value in fields]
+    esc = html.escape
+    rows = "".join(
+        f'<tr><th style="text-align:left;white-space:nowrap;vertical-align:top;padding:1px 12px 1px 0;'
+        f'font-weight:normal;color:#555">{esc(key)}</th>'
+        f'<td style="text-align:left;word-break:normal;overflow-wrap:break-word;padding:1px 0">{esc(value)}</td></tr>'
+        for key, value in fields)
+    caption = (f'<caption style="text-align:left;font-weight:bold;caption-side:top">{esc(title)}</caption>'
+               if title else "")
+    table = (f'<table class="rtm-fields" style="border-collapse:collapse;'
+             f'font-family:var(--jp-code-font-family,monospace);font-size:12px">{caption}{rows}</table>')
+    display({"text/plain": "\n".join(lines), "text/html": table}, raw=True)
 
 
 def _team_name(client: Any) -> str:
