@@ -54,6 +54,121 @@ def human_and_channel(sim) -> tuple[str, str]:
     return human, channel
 
 
+@pytest.fixture
+def published(shell, monkeypatch):
+    """Every display bundle the shell publishes (IPython's publisher, which
+    also prints text/plain as before)."""
+    bundles: list[dict] = []
+    original = shell.display_pub.publish
+
+    def publish(data, *args, **kwargs):
+        bundles.append(data)
+        return original(data, *args, **kwargs)
+
+    monkeypatch.setattr(shell.display_pub, "publish", publish)
+    return bundles
+
+
+# -- item 2: running the %rtm_connect cell again ------------------------------------
+
+
+async def test_rerunning_connect_with_the_same_options_keeps_the_client(capsys, shell):
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    client = shell.user_ns["rtm"]
+    await connected(client)
+    sim = session().sim
+    await ok(shell, "%%rtm_on message --name kept\nprint('kept saw', event['text'])")
+    capsys.readouterr()
+
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "already" in line]
+    assert len(lines) == 1, out
+    assert "rtm: already connected to" in lines[0] and "simulated workspace" in lines[0]
+    assert "%rtm_connect --reconnect" in lines[0]  # how to reconnect
+    assert shell.user_ns["rtm"] is client and client.state == "connected"
+    assert session().sim is sim and len(sim.connect_calls) == 1
+    assert [h.name for h in client.handlers] == ["kept"]
+
+    human, channel = human_and_channel(sim)
+    sim.post_message(human, channel, "still here")
+    await wait_until(lambda: client.handlers["kept"].calls == 1)
+    assert client.handlers["kept"].errors == 0
+    await stop_all(shell)
+
+
+async def test_rerunning_connect_with_other_options_replaces_it_and_carries_the_handlers(capsys, shell):
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    old = shell.user_ns["rtm"]
+    await connected(old)
+    await ok(shell, "%%rtm_on message --name carried\nprint('carried saw', event['text'])")
+    sink = session().sinks["carried"]
+    capsys.readouterr()
+
+    await ok(shell, "%rtm_connect --demo --rate 0 --connect-method rtm.start")
+    out = capsys.readouterr().out
+    assert "replaces" in out and "--connect-method rtm.start" in out and "'carried'" in out, out
+    new = shell.user_ns["rtm"]
+    assert new is not old
+    await asyncio.gather(*list(magics._pending))  # the old client's shutdown
+    assert old.state == "stopped"
+    await connected(new)
+    assert [h.name for h in new.handlers] == ["carried"] and len(old.handlers) == 0
+    assert session().sinks["carried"] is sink  # the same output area under the same cell
+
+    human, channel = human_and_channel(session().sim)
+    session().sim.post_message(human, channel, "after the replacement")
+    await wait_until(lambda: new.handlers["carried"].calls == 1)
+    assert new.handlers["carried"].errors == 0
+    await wait_until(lambda: "carried saw after the replacement" in session().log.text(50))
+    await stop_all(shell)
+
+
+async def test_reconnect_option_replaces_even_with_the_same_options(capsys, shell):
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    old = shell.user_ns["rtm"]
+    await connected(old)
+    await ok(shell, "%%rtm_on message --name again\npass")
+    capsys.readouterr()
+    await ok(shell, "%rtm_connect --demo --rate 0 --reconnect")
+    assert "replaces" in capsys.readouterr().out
+    new = shell.user_ns["rtm"]
+    assert new is not old and [h.name for h in new.handlers] == ["again"]
+    await connected(new)
+    await stop_all(shell)
+
+
+# -- item 3: events of an earlier client in the same kernel --------------------------
+
+
+async def test_events_of_a_stopped_client_stay_in_rtm_events(shell):
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    first = shell.user_ns["rtm"]
+    await connected(first)
+    human, channel = human_and_channel(session().sim)
+    session().sim.post_message(human, channel, "said to the first client")
+    await wait_until(lambda: "said to the first client" in set(first.events["text"].dropna()))
+    await stop_all(shell)
+
+    await ok(shell, "%rtm_connect --demo --rate 0")
+    second = shell.user_ns["rtm"]
+    assert second is not first
+    await connected(second)
+    human, channel = human_and_channel(session().sim)
+    session().sim.post_message(human, channel, "said to the second client")
+    await wait_until(lambda: "said to the second client" in set(second.events["text"].dropna()))
+
+    events = second.events
+    by_text = events[events["type"] == "message"].set_index("text")["connection"]
+    # One frame spans both clients; connection numbers go on, so they tell them apart.
+    assert by_text["said to the first client"] == 1
+    assert by_text["said to the second client"] == 2
+    assert second.connection_number == 2
+    assert list(events["seq"]) == sorted(events["seq"]) and events["seq"].is_unique
+    assert len(second.messages()) == 2
+    await stop_all(shell)
+
+
 # -- item 4: a handler that falls behind ----------------------------------------------
 
 
@@ -213,3 +328,58 @@ async def test_rtm_handlers_is_display_ready(shell):
     for raw in ("NaT", "NaN", "None", "days", "nan"):
         assert raw not in shown, shown
     await stop_all(shell)
+
+
+async def test_status_and_banner_are_laid_out_not_one_long_line(capsys, shell, published):
+    await ok(shell, "%rtm_connect --rate 0")
+    banner = capsys.readouterr().out
+    assert "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set: connecting to the simulated workspace" in banner
+    assert all(len(line) <= 100 for line in banner.splitlines()), banner
+    await connected(shell.user_ns["rtm"])
+    published.clear()
+    await ok(shell, "%rtm_status")
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    keyed = [line for line in lines if re.match(r"^\s+[a-z][a-z /]*:\s+\S", line)]
+    assert len(keyed) >= 4, out
+    assert any(re.match(r"^\s+state:\s+connected$", line) for line in lines), out
+    assert any(re.match(r"^\s+connection:\s+#1$", line) for line in lines), out
+    # The value column starts at the same place on every line.
+    starts = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in keyed}
+    assert len(starts) == 1, out
+    # In a kernel the same as HTML: a table, keys kept whole.
+    html = next(b["text/html"] for b in published if "text/html" in b)
+    assert "<table" in html and "<th" in html and "white-space:nowrap" in html.replace(" ", "")
+    assert ">state<" in html.replace(":", "") and ">connected<" in html
+    await stop_all(shell)
+
+
+def test_outside_a_kernel_rerunning_connect_keeps_or_replaces_with_the_handlers(capsys, shell):
+    import time
+
+    seen = []
+    shell.user_ns["_test_greet"] = lambda client, event: seen.append((threading.current_thread().name, event["text"]))
+    assert shell.run_cell("%rtm_connect --demo --rate 0").success
+    first = shell.user_ns["rtm"]
+    assert shell.run_cell("%rtm_on message _test_greet").success
+    capsys.readouterr()
+    assert shell.run_cell("%rtm_connect --demo --rate 0").success
+    assert "rtm: already connected to" in capsys.readouterr().out and shell.user_ns["rtm"] is first
+
+    old_background = session().background
+    assert shell.run_cell("%rtm_connect --demo --rate 0 --connect-method rtm.start").success
+    out = capsys.readouterr().out
+    assert "replaces:" in out and "'_test_greet': carried over" in out, out
+    second = shell.user_ns["rtm"]
+    assert second is not first and first.state == "stopped" and not old_background.alive
+    assert second.state == "connected" and [h.name for h in second.handlers] == ["_test_greet"]
+    human, channel = human_and_channel(session().sim)
+    session().sim.post_message(human, channel, "to the new client")
+    deadline = time.monotonic() + 15  # hang guard
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seen == [("rtm-handler-_test_greet", "to the new client")]
+    events = second.events
+    assert set(events["connection"]) == {0, 1, 2}  # 0: before the first socket
+    assert list(events.loc[events["text"] == "to the new client", "connection"]) == [2]
+    assert shell.run_cell("%rtm_stop").success

@@ -284,6 +284,8 @@ class RTMMagics(Magics):
         self.sessions: dict[str, Session] = {}
         self._latest: str | None = None
         self._cell_id: str | None = None
+        #: the last client bound to each name: a new one records on in its EventFrame
+        self._earlier: dict[str, Any] = {}
 
     # -- plumbing ------------------------------------------------------------
 
@@ -334,6 +336,7 @@ class RTMMagics(Magics):
         returns when everything has stopped.
         """
         self.sessions.pop(sess.name, None)
+        self._earlier[sess.name] = sess.client
         if self._latest == sess.name:
             self._latest = next(reversed(self.sessions), None)
         client = sess.client
@@ -386,6 +389,7 @@ class RTMMagics(Magics):
     @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
     @argument("--rate", type=float, default=None, help="events per second of simulated traffic (default 5; ignored when connecting to Slack)")
     @argument("--name", default="rtm", help="variable the client is bound to (default rtm)")
+    @argument("--reconnect", action="store_true", help="replace the client bound to --name even if it was connected with these options")
     @line_magic
     def rtm_connect(self, line: str = "") -> None:
         """Connect an RTM client on this kernel's loop and show the live log.
@@ -394,6 +398,13 @@ class RTMMagics(Magics):
         otherwise (or with --demo) starts the simulated workspace and says so.
         The client is bound to ``rtm`` (or --name): ``rtm.events`` is the
         DataFrame of everything received, ``rtm.log`` the live log.
+
+        Running the cell again keeps the connected client (and says so);
+        with other options, or --reconnect, it replaces it and the new client
+        takes over its handlers and their output areas. Either way
+        ``rtm.events`` goes on: one DataFrame for every client bound to that
+        name in this kernel, the ``connection`` column numbering their sockets
+        one after the other.
         """
         args = self._parse(self.rtm_connect, line)
         if not args.name.isidentifier():
@@ -419,13 +430,34 @@ class RTMMagics(Magics):
 
         from rtm_notebook.seed import RTMClient
 
-        if args.name in self.sessions:
-            self._stop_session(self.sessions[args.name])
+        options = {"workspace": "simulated" if token is None else "Slack", "token_env": args.token_env,
+                   "base_url": args.base_url, "connect_method": args.connect_method or "rtm.connect",
+                   "rate": rate if token is None else None}
+        typed = " ".join(t for t in arg_split(line) if t != "--reconnect")
+        existing = self.sessions.get(args.name)
+        if existing is not None and not args.reconnect and self._same_client(existing, options, token):
+            self._keep(existing)
+            return
+
+        carried: list[tuple[Any, HandlerSink | None, dict | None]] = []
+        replaced: list[tuple[str, str]] = []
+        if existing is not None:
+            carried = existing.run(self._take_handlers, existing)
+            state = existing.client.state
+            replaced = [("replaces", f"{args.name} (%rtm_connect {existing.line}".rstrip() + f"; was {state})"),
+                        ("with", f"%rtm_connect {typed}".rstrip())]
+            if carried:
+                replaced.append(("handlers", ", ".join(repr(h.name) for h, _, _ in carried)
+                                 + ": carried over, with their output areas"))
+            self._stop_session(existing)
+        # Events of the earlier client of this name (replaced now, or stopped before) go on in the new one's.
+        previous = self._earlier.get(args.name)
 
         loop = running_loop()
         background = BackgroundLoop() if loop is None else None
         sim = None
         base_url = args.base_url
+        fields: list[tuple[str, str]] = []
         try:
             if token is None:
                 from rtm_notebook.sim import SimWorkspace
@@ -435,7 +467,12 @@ class RTMMagics(Magics):
                 token = sim.token
                 base_url = sim.base_url
                 why = "--demo" if args.demo else "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set"
-                print(f"{why}: connecting to the simulated workspace at {base_url} ({rate:g} events/s of demo traffic)")
+                title = f"{why}: connecting to the simulated workspace"
+                fields += [("Web API", base_url), ("traffic", f"{rate:g} events/s of demo traffic")]
+            else:
+                title = f"{args.name}: connecting to Slack"
+                if base_url:
+                    fields.append(("Web API", base_url))
             kwargs: dict[str, Any] = {"token": token}
             if base_url:
                 kwargs["base_url"] = base_url
@@ -443,12 +480,24 @@ class RTMMagics(Magics):
                 kwargs["connect_method"] = args.connect_method
             client = RTMClient(**kwargs)
             del token
-            sess = Session(args.name, client, None, sim, background)
+            if previous is not None:
+                client.continue_recording(previous)
+            sess = Session(args.name, client, None, sim, background, options=options, line=typed)
 
             def start() -> None:
+                for handler, sink, labels in carried:
+                    client.handlers.add(handler.event, handler.fn, name=handler.name, style=handler.style,
+                                        filters=handler.filters or None, call_context=handler.call_context)
+                    if sink is not None:
+                        sess.sinks[handler.name] = sink
+                    if labels is not None:
+                        sess.labels[handler.name] = labels
                 client.start()  # on a running loop: schedules the session and returns
                 client.add_tap(sess.tap)
                 sess.log = client.log
+                for sink in sess.sinks.values():
+                    sink.loop = sess.loop
+                    sink.on_text = sess.log.add_output if sess.log is not None else None
 
             if background is not None:
                 call(background.loop, start, timeout=DEFAULT_TIMEOUT)
@@ -465,6 +514,16 @@ class RTMMagics(Magics):
         self._latest = args.name
         self.shell.user_ns[args.name] = client
 
+        if previous is not None and len(client.event_frame):
+            last = previous.connection_number
+            sockets = f"connection #{last}" if last == 1 else f"connections #1-#{last}"
+            fields.append(("events", f"{args.name}.events goes on from the {len(client.event_frame):,} events "
+                                     f"recorded before ({sockets}); this client's start at #{last + 1}"))
+        else:
+            fields.append(("events", f"{args.name}.events (a DataFrame of everything received)"))
+        print(title)
+        _show_fields(None, replaced + fields)
+
         if background is not None:
             # Not on the loop: wait for hello here.
             try:
@@ -475,13 +534,41 @@ class RTMMagics(Magics):
             except BaseException:
                 self._stop_session(sess)
                 raise
-            print(f"{args.name}: connected to {_team_name(client)}; {args.name}.events has the events, %rtm_log shows the newest")
+            print(f"{args.name}: connected to {_team_name(client)}; %rtm_log shows the newest events")
         else:
             # On the loop (a kernel): waiting for hello would freeze it; the
             # log shows the state as it changes.
             from IPython.display import display
 
             display(sess.log)
+
+    def _same_client(self, sess: Session, options: dict, token: str | None) -> bool:
+        """Whether ``%rtm_connect`` asks again for the client ``sess`` runs (and it still runs)."""
+        if sess.options != options or str(sess.client.state) == "stopped":
+            return False
+        # The token itself is never kept anywhere else: ask the client whether it is the same.
+        return sess.sim is not None if token is None else sess.sim is None and sess.client.token == token
+
+    def _keep(self, sess: Session) -> None:
+        """The cell was run again with the same options: keep the client, say so, show its log again."""
+        client = sess.client
+        state = str(client.state)
+        team = _team_name(client) if client.team else "the workspace"
+        where = f"({sess.where})"
+        now = f"connected to {team} {where}" if state == "connected" else f"started ({state}) {where}"
+        again = "%rtm_connect --reconnect" + (f" --name {sess.name}" if sess.name != "rtm" else "")
+        print(f"{sess.name}: already {now}, kept with its {len(client.handlers)} handler(s); "
+              f"to reconnect: {again}")
+        if sess.log is not None and sess.log.widget is not None:
+            from IPython.display import display
+
+            display(sess.log)  # the cell's output was cleared when it ran again
+
+    @staticmethod
+    def _take_handlers(sess: Session) -> list[tuple[Any, HandlerSink | None, dict | None]]:
+        """Take the handlers (and their output areas) off a client about to be replaced (on its loop)."""
+        taken = [(h, sess.sinks.pop(h.name, None), sess.labels.pop(h.name, None)) for h in sess.client.handlers]
+        return taken
 
     # -- %rtm_on ---------------------------------------------------------------
 
