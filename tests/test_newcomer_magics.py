@@ -85,7 +85,7 @@ async def test_rerunning_connect_with_the_same_options_keeps_the_client(capsys, 
     lines = [line for line in out.splitlines() if "already" in line]
     assert len(lines) == 1, out
     assert "rtm: already connected to" in lines[0] and "simulated workspace" in lines[0]
-    assert "%rtm_connect --reconnect" in lines[0]  # how to reconnect
+    assert "to reconnect: %rtm_connect --demo --rate 0 --reconnect" in lines[0]
     assert shell.user_ns["rtm"] is client and client.state == "connected"
     assert session().sim is sim and len(sim.connect_calls) == 1
     assert [h.name for h in client.handlers] == ["kept"]
@@ -227,6 +227,40 @@ def test_behind_for_is_set_by_the_workers_only():
     # The intake hot path does no extra work per event for this.
     assert "behind" not in inspect.getsource(Session._intake)
     assert "behind" not in inspect.getsource(Handler._offer_async)
+
+
+async def test_behind_for_counts_from_when_the_queue_was_last_empty():
+    from rtm_notebook.handlers import HandlerRegistry
+
+    loop = asyncio.get_running_loop()
+    gates = {"sync": threading.Event(), "async": asyncio.Event()}
+
+    def sync_handler(client, event):
+        gates["sync"].wait(10)
+
+    async def async_handler(client, event):
+        await gates["async"].wait()
+
+    registry = HandlerRegistry(owner="client")
+    registry.add("message", sync_handler, name="sync")
+    registry.add("message", async_handler, name="async")
+    registry.start(loop)
+    try:
+        await asyncio.sleep(0.3)  # idle a while: that is not being behind
+        assert [s["behind_for"] for s in registry.stats()] == [None, None]
+        for i in range(5):
+            registry.dispatch("message", {"type": "message", "n": i})
+        await wait_until(lambda: registry["sync"].queued == 4 and registry["async"].queued == 4)
+        behind = {s["name"]: s["behind_for"] for s in registry.stats()}
+        assert all(0 <= b < 0.25 for b in behind.values()), behind  # counted from the burst, not from idle
+        await asyncio.sleep(0.2)
+        assert all(registry[n].behind_for >= behind[n] + 0.15 for n in behind)
+    finally:
+        gates["sync"].set()
+        gates["async"].set()
+    await wait_until(lambda: registry["sync"].calls == 5 and registry["async"].calls == 5)
+    assert registry["sync"].behind_for is None and registry["async"].behind_for is None
+    await registry.stop()
 
 
 # -- item 8: a syntax error in a %%rtm_on body ------------------------------------------

@@ -556,7 +556,7 @@ class RTMMagics(Magics):
         team = _team_name(client) if client.team else "the workspace"
         where = f"({sess.where})"
         now = f"connected to {team} {where}" if state == "connected" else f"started ({state}) {where}"
-        again = "%rtm_connect --reconnect" + (f" --name {sess.name}" if sess.name != "rtm" else "")
+        again = f"%rtm_connect {sess.line} --reconnect".replace("  ", " ")
         print(f"{sess.name}: already {now}, kept with its {len(client.handlers)} handler(s); "
               f"to reconnect: {again}")
         if sess.log is not None and sess.log.widget is not None:
