@@ -106,6 +106,7 @@ async def test_rerunning_connect_with_other_options_replaces_it_and_carries_the_
     capsys.readouterr()
 
     await ok(shell, "%rtm_connect --demo --rate 0 --connect-method rtm.start")
+    assert len(old.handlers) == 0  # taken off at once: nothing more runs against the old client
     out = capsys.readouterr().out
     assert "replaces" in out and "--connect-method rtm.start" in out and "'carried'" in out, out
     new = shell.user_ns["rtm"]

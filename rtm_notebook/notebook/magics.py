@@ -568,6 +568,10 @@ class RTMMagics(Magics):
     def _take_handlers(sess: Session) -> list[tuple[Any, HandlerSink | None, dict | None]]:
         """Take the handlers (and their output areas) off a client about to be replaced (on its loop)."""
         taken = [(h, sess.sinks.pop(h.name, None), sess.labels.pop(h.name, None)) for h in sess.client.handlers]
+        # Off the old client now: what was queued for them would only be run
+        # against a client that is stopping (every say() failing); it is
+        # dropped instead (counted in the old handlers' `dropped`).
+        sess.client.handlers.clear()
         return taken
 
     # -- %rtm_on ---------------------------------------------------------------
