@@ -12,8 +12,10 @@ A handler that raises is counted (``errors``, ``last_error``) and reported
 through the registry's ``on_error`` callback, which the client turns into a
 recorded ``error`` event; the handler keeps receiving events.
 
-Stopping the client delivers: each worker is given every event queued for
-it before the stop (the ``close`` event included) and then ends. A handler
+Stopping the client delivers the client's own events (``LIFECYCLE``: the
+``close`` event above all) queued for each handler, then ends its worker;
+the Slack traffic still queued, which a handler could only answer into a
+closed socket, is counted in ``dropped`` instead of run. A handler
 still busy after ``STOP_TIMEOUT`` seconds is given up on: a sync one is left
 to finish its call on its thread, an async one is cancelled; what it had
 not started is counted in ``dropped``, as is whatever is dispatched to it
@@ -48,6 +50,8 @@ STOP_TIMEOUT = 5.0
 
 _STOP = object()
 _FILTER_KEYS = ("match", "channel", "subtype")
+#: the client's own events: still delivered to handlers when the client stops
+LIFECYCLE = frozenset(("open", "close", "state_change", "error", "hello", "goodbye"))
 
 
 class ErrorEvent(dict):
@@ -127,8 +131,9 @@ class Handler:
     ``calls`` counts completed calls (including those that raised),
     ``errors`` those that raised, ``last_error`` is the latest exception's
     repr, ``total_time`` the seconds spent inside the handler, ``busy_for``
-    how long the call in progress has been running, ``dropped`` the events
-    it was given and never ran for (see the module docs).
+    how long the call in progress has been running, ``behind_for`` how long
+    events have been waiting since its queue was last empty, ``dropped`` the
+    events it was given and never ran for (see the module docs).
     """
 
     def __init__(
@@ -162,6 +167,11 @@ class Handler:
         # Set by the worker, read from any thread: a stuck handler shows here
         # long before its calls/errors change.
         self._busy_since: float | None = None
+        # perf_counter() when the worker last found its queue empty (it then
+        # waits for the next event, or has just been woken by one). Written by
+        # the worker only, so intake does no extra work for it: a queue that
+        # is not empty has been so since then (behind_for).
+        self._caught_up = perf_counter()
         match = filters.get("match")
         self._match = re.compile(match) if isinstance(match, str) else match
         self._channels = _as_set(filters.get("channel"))
@@ -206,6 +216,14 @@ class Handler:
         """Seconds the call in progress has been running, or None when idle."""
         since = self._busy_since
         return None if since is None else perf_counter() - since
+
+    @property
+    def behind_for(self) -> float | None:
+        """Seconds since this handler's queue was last empty, while events wait
+        in it (None when nothing waits): how long it has been behind."""
+        if not self.queued:
+            return None
+        return max(0.0, perf_counter() - self._caught_up)
 
     @property
     def queued(self) -> int:
@@ -269,6 +287,7 @@ class Handler:
             if not q:
                 self._wake = loop.create_future()
                 await self._wake
+                self._caught_up = perf_counter()
                 continue
             event = q.popleft()
             if event is _STOP:
@@ -298,7 +317,12 @@ class Handler:
         call = self._caller()
         try:
             while True:
-                event = q.get()
+                if q.empty():
+                    # Caught up: whatever arrives now is not behind.
+                    event = q.get()
+                    self._caught_up = perf_counter()
+                else:
+                    event = q.get()
                 if event is _STOP:
                     return
                 if drop.is_set():
@@ -337,7 +361,11 @@ class Handler:
             reg.on_error(self, exc, tb, event)
 
     async def _stop(self, deliver: bool) -> None:
-        """End the worker, once it has run what is queued (``deliver``) or dropping it."""
+        """End the worker: with ``deliver``, once it has run the client's own
+        events queued for it (``close`` above all); the Slack traffic still
+        queued, which it would only answer into a closed socket, is counted
+        as dropped (all of it without ``deliver``)."""
+        self._drop_queued(keep=LIFECYCLE if deliver else frozenset())
         if self._task is not None:
             task, self._task = self._task, None
             reg = self._registry
@@ -370,8 +398,9 @@ class Handler:
             self._thread.join(timeout=1.0)
             self._thread = None
 
-    def _drop_queued(self) -> None:
-        """Count what is queued and would have run (filters applied) as dropped, and forget it."""
+    def _drop_queued(self, keep: frozenset[str] = frozenset()) -> None:
+        """Count what is queued and would have run (filters applied) as dropped, and
+        forget it, but for events whose type is in ``keep`` (they stay, in order)."""
         q = self._queue
         if self.is_async:
             left = list(q)
@@ -383,7 +412,11 @@ class Handler:
                     left.append(q.get_nowait())
                 except queue.Empty:
                     break
-        self.dropped += sum(1 for event in left if event is not _STOP and self.accepts(event))
+        kept = [event for event in left if event is _STOP or event.get("type") in keep]
+        for event in kept:  # a worker still inside a call must still find its _STOP
+            q.append(event) if self.is_async else q.put(event)
+        self.dropped += sum(1 for event in left
+                            if event is not _STOP and event.get("type") not in keep and self.accepts(event))
 
     def _stop_offline(self) -> None:
         """Stop without a loop (the loop has already gone): tell the thread to exit."""
@@ -520,7 +553,8 @@ class HandlerRegistry:
 
     def stats(self) -> list[dict]:
         """One dict per handler: name, event, style, kind, calls, errors, last_error, mean_time, queued,
-        dropped, busy_for (seconds the call in progress has run, None when idle), filters."""
+        dropped, busy_for (seconds the call in progress has run, None when idle), behind_for (seconds
+        since its queue was last empty while events wait in it, None when none wait), filters."""
         return [
             {
                 "name": h.name,
@@ -534,6 +568,7 @@ class HandlerRegistry:
                 "queued": h.queued,
                 "dropped": h.dropped,
                 "busy_for": h.busy_for,
+                "behind_for": h.behind_for,
                 "filters": {k: getattr(v, "pattern", v) for k, v in h.filters.items()},
             }
             for h in self._handlers.values()

@@ -187,6 +187,18 @@ class Session:
         if fn not in self._taps:
             self._taps = (*self._taps, fn)
 
+    def continue_recording(self, previous: Session) -> None:
+        """Record into ``previous``'s EventFrame and number sockets on from its
+        last one: one frame then spans both clients and its ``connection``
+        column tells them apart (``%rtm_connect`` run again for the same
+        variable). Call before this client first starts."""
+        if self._runner.task is not None:
+            raise SlackClientError("continue_recording() must be called before the client starts")
+        if self._record is not None:
+            self.event_frame = previous.event_frame
+            self._record = self.event_frame._add
+        self.connection_number = max(self.connection_number, previous.connection_number)
+
     def remove_tap(self, fn: Callable[[dict], None]) -> None:
         """Stop calling ``fn`` (no error if it was not a tap)."""
         self._taps = tuple(t for t in self._taps if t != fn)

@@ -23,7 +23,7 @@ from rtm_notebook.errors import (
     SlackClientNotConnectedError,
 )
 
-from rtm_support import GUARD, client_for, general, human, until
+from rtm_support import GUARD, client_for, general, human, rtm_threads, until
 
 SIM_SEED = 5
 
@@ -188,23 +188,28 @@ async def test_every_close_callback_runs_on_every_stop(sim):
         assert ran == {"sync": n, "async": n}, f"stop {n}"
 
 
-async def test_events_queued_at_stop_are_delivered_not_lost(sim):
-    seen = []
+async def test_events_queued_at_stop_are_run_or_counted_as_dropped_and_close_always_runs(sim):
+    seen, closed = [], []
     rtm = client_for(sim)
 
     @rtm.on("message", match="^queued ")
     def slow(client, event):
-        time.sleep(0.01)
+        time.sleep(0.02)
         seen.append(event["text"])
 
+    rtm.on("close")(lambda client, event: closed.append(event["reason"]))
     await rtm.connect()
     sent = [f"queued {i}" for i in range(50)]
     for text in sent:
         sim.post_message(human(sim), general(sim), text)
-    await until(lambda: rtm.counts["message"] >= 50, "the messages to arrive")
+    sim.post_message(human(sim), general(sim), "not for slow")
+    await until(lambda: rtm.counts["message"] >= 51, "the messages to arrive")
+    queued = rtm.handlers["slow"].queued
     await rtm.async_stop()  # while most of them still wait in the handler's queue
-    assert seen == sent
-    assert {s["name"]: s for s in rtm.handlers.stats()}["slow"]["dropped"] == 0
+    dropped = rtm.handlers["slow"].dropped
+    assert queued > 0 and dropped > 0
+    assert seen == sent[:len(seen)] and len(seen) + dropped == 50  # none lost unaccounted; the filtered one not counted
+    assert closed == ["closed by client"]
 
 
 # -- error callbacks -------------------------------------------------------------------------
@@ -323,6 +328,7 @@ async def test_a_handler_stuck_past_the_stop_timeout_counts_what_it_never_ran(si
     release.set()
     (stats,) = rtm.handlers.stats()
     assert stats["dropped"] == 5  # the first was running; the filtered one never counts
+    await until(lambda: not rtm_threads(), "the stuck thread to end once its call returned")
 
 
 async def test_replacing_a_handler_counts_its_queue_as_dropped():

@@ -35,6 +35,11 @@ ALL = "__all__"
 # A handler inside one call for longer than this is named in the status bar:
 # its calls/errors counters do not move while it is stuck.
 STUCK_AFTER = 5.0
+# A handler with more than LAG_QUEUED events waiting, and waiting for longer
+# than LAG_AFTER seconds (since its queue was last empty), is lagging: named
+# in the status bar with its backlog, and warned about once per episode.
+LAG_QUEUED = 10
+LAG_AFTER = 2.0
 
 _ROW_CSS = (
     "<style>"
@@ -43,9 +48,16 @@ _ROW_CSS = (
     ".rtm-log td.x{white-space:pre-wrap;word-break:break-word;width:100%}"
     ".rtm-log tr.err td{color:#c00}"
     ".rtm-log tr.out td{color:#555}"
+    ".rtm-log tr.warn td{color:#a60}"
     ".rtm-log details pre{margin:2px 0;white-space:pre-wrap}"
     "</style>"
 )
+
+
+def _lagging(stats: list[dict]) -> list[tuple[str, int, float]]:
+    """(name, queued, seconds behind) of each handler that is lagging (see LAG_QUEUED)."""
+    return [(s["name"], s["queued"], s["behind_for"]) for s in stats
+            if s.get("behind_for") is not None and s["queued"] > LAG_QUEUED and s["behind_for"] > LAG_AFTER]
 
 
 def _names(items: Mapping[str, str] | Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
@@ -115,6 +127,7 @@ class LiveLog:
         self._known_types: tuple[str, ...] = ()
         self._known_channels: tuple[str, ...] = ()
         self._names_known = 0
+        self._lagging: set[str] = set()   # handlers warned about in this lag episode
         self.widget: Any = None
         if widgets if widgets is not None else in_kernel():
             self._build_widgets()
@@ -207,6 +220,7 @@ class LiveLog:
         """Render now if anything changed (the timer calls this; tests may too)."""
         if self.widget is None:
             return
+        self._warn_lagging()
         status = self.status_html()
         if status != self._status.value:
             self._status.value = status
@@ -214,6 +228,26 @@ class LiveLog:
             self._dirty = False
             self._rows_html.value = self.rows_html()
             self.renders += 1
+
+    def _warn_lagging(self) -> None:
+        """One warning row when a handler starts to lag; the episode ends once
+        its queue has been empty again (on the loop thread, from the timer)."""
+        handlers = getattr(self.client, "handlers", None)
+        if handlers is None or not len(handlers):
+            self._lagging.clear()
+            return
+        try:
+            stats = handlers.stats()
+        except Exception:  # a registry mid-change: next tick
+            return
+        behind = {s["name"] for s in stats if s.get("behind_for") is not None}
+        self._lagging &= behind
+        for name, queued, lag in _lagging(stats):
+            if name not in self._lagging:
+                self._lagging.add(name)
+                self.tap({"type": "warning", "handler": name, "text": (
+                    f"handler {name} is falling behind: {queued} queued, behind {lag:.0f} s "
+                    "(events arrive faster than it handles them; %rtm_handlers shows its mean time)")})
 
     def _total(self) -> int:
         # The client's counts, when there is one: rows the log adds itself
@@ -290,7 +324,9 @@ class LiveLog:
                 css = ' class="err"'
             else:
                 body = esc(text)
-                css = ' class="err"' if event.get("type") == "error" else (' class="out"' if etype == "output" else "")
+                kind = event.get("type")
+                css = ' class="err"' if kind == "error" else (
+                    ' class="out"' if etype == "output" else (' class="warn"' if kind == "warning" else ""))
             parts.append(
                 f"<tr{css}><td>{clock}</td><td>{esc(etype)}</td><td>{esc(channel)}</td>"
                 f"<td>{esc(user)}</td><td class=\"x\">{body}</td></tr>"
@@ -308,6 +344,7 @@ class LiveLog:
             team = team.get("name") or team.get("domain") or team.get("id")
         errors = 0
         stuck: list[tuple[str, float]] = []
+        lagging: list[tuple[str, int, float]] = []
         handlers = getattr(client, "handlers", None)
         if handlers is not None:
             try:
@@ -315,8 +352,9 @@ class LiveLog:
                 errors = sum(int(s.get("errors", 0)) for s in stats)
                 stuck = [(s["name"], s["busy_for"]) for s in stats
                          if s.get("busy_for") is not None and s["busy_for"] > STUCK_AFTER]
+                lagging = _lagging(stats)
             except Exception:  # a registry mid-change must not break the status bar
-                errors, stuck = 0, []
+                errors, stuck, lagging = 0, [], []
         return {
             "state": getattr(client, "state", None) or ("no client" if client is None else "unknown"),
             "team": team or "",
@@ -325,6 +363,7 @@ class LiveLog:
             "counts": collections.Counter(counts).most_common(6),
             "handler_errors": errors,
             "stuck_handlers": stuck,
+            "lagging_handlers": lagging,
             "buffered": len(self._rows),
             "paused": self.paused,
         }
@@ -342,6 +381,9 @@ class LiveLog:
         parts.append(f"handler errors: {s['handler_errors']}")
         if s["stuck_handlers"]:
             parts.append("stuck: " + ", ".join(f"{name} (busy {busy:.0f} s)" for name, busy in s["stuck_handlers"]))
+        if s["lagging_handlers"]:
+            parts.append("lagging: " + "; ".join(f"{name}: {queued} queued, behind {lag:.0f} s"
+                                                 for name, queued, lag in s["lagging_handlers"]))
         if s["paused"]:
             parts.append("PAUSED")
         return " · ".join(parts)
@@ -349,6 +391,8 @@ class LiveLog:
     def status_html(self) -> str:
         s = self.status()
         text = html.escape(self.status_text())
+        if s["lagging_handlers"]:
+            text = text.replace("lagging:", '<span style="color:#a60;font-weight:bold">lagging:</span>', 1)
         if s["handler_errors"]:
             text = text.replace("handler errors:", '<span style="color:#c00">handler errors:', 1) + "</span>"
         return f'<div style="font-family:var(--jp-code-font-family,monospace);font-size:12px">{text}</div>'

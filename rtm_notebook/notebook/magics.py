@@ -24,6 +24,7 @@ one of them ``--name``.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import asyncio
 import concurrent.futures
@@ -64,6 +65,10 @@ KNOWN_EVENTS = frozenset(
     """.split()
 )
 
+# Named when an event type is unknown and no known one is close to it.
+COMMON_EVENTS = ("message", "reaction_added", "reaction_removed", "user_typing", "presence_change",
+                 "channel_joined", "member_joined_channel", "error")
+
 DEFAULT_TIMEOUT = 15.0
 
 _current: RTMMagics | None = None
@@ -72,13 +77,23 @@ _current: RTMMagics | None = None
 class Session:
     """One client started by ``%rtm_connect``: the client, its log, its handlers' output areas."""
 
-    def __init__(self, name: str, client: Any, log: LiveLog | None, sim: Any, background: BackgroundLoop | None) -> None:
+    def __init__(self, name: str, client: Any, log: LiveLog | None, sim: Any, background: BackgroundLoop | None,
+                 *, options: dict | None = None, line: str = "") -> None:
         self.name = name
         self.client = client
         self.log = log
         self.sim = sim
         self.background = background
         self.sinks: dict[str, HandlerSink] = {}
+        #: what %rtm_connect was asked for (to tell a re-run cell from a changed one), and how it was typed
+        self.options = options or {}
+        self.line = line
+        #: handler name -> its filters as the person typed them (for %rtm_handlers)
+        self.labels: dict[str, dict[str, str]] = {}
+
+    @property
+    def where(self) -> str:
+        return f"simulated workspace {self.sim.base_url}" if self.sim is not None else "Slack"
 
     @property
     def loop(self) -> Any:
@@ -107,6 +122,56 @@ def session(name: str | None = None) -> Session:
     if _current is None:
         raise UsageError("The rtm_notebook extension is not loaded: run %load_ext rtm_notebook")
     return _current._session(name)
+
+
+def _usage(fn: Callable) -> str:
+    """One line, ``%magic POSITIONAL [OPTIONAL] [--option VALUE]``, from the magic's parser.
+
+    (argparse's own usage of a magic starts with ``::`` and wraps over lines.)
+    """
+    parts = [f"%{fn.__name__}"]
+    actions = [a for a in fn.parser._actions if not isinstance(a, argparse._HelpAction)]
+    for action in actions:
+        if not action.option_strings:
+            name = str(action.metavar or action.dest).upper()
+            parts.append(f"[{name}]" if action.nargs == "?" else name)
+    for action in actions:
+        if action.option_strings:
+            option = max(action.option_strings, key=len)
+            if action.nargs == 0:
+                parts.append(f"[{option}]")
+            else:
+                value = action.metavar or ("|".join(action.choices) if action.choices else action.dest.upper())
+                parts.append(f"[{option} {value}]")
+    return " ".join(parts)
+
+
+def _no_arguments(magic: str, line: str) -> None:
+    if line.strip():
+        raise UsageError(f"%{magic} takes no arguments.\nType: %{magic}")
+
+
+def _syntax_message(exc: SyntaxError, cell_number: int) -> str:
+    """A SyntaxError in a handler body as Python shows one, with the cell's own number and line."""
+    text = (exc.text or "").rstrip("\n")
+    stripped = text.lstrip()
+    column = max(0, (exc.offset or 1) - 1 - (len(text) - len(stripped)))
+    where = f"Cell In[{cell_number}], line {exc.lineno}"
+    shown = f"\n    {stripped}\n    {' ' * column}^" if stripped else ""
+    return (f"{type(exc).__name__} in the handler cell, {where}:{shown}\n{exc.msg}\n"
+            "Nothing was registered for this cell: fix the line and run the cell again.")
+
+
+def _duration(seconds: float | None) -> str:
+    """``0.81 ms``, ``120 ms``, ``2.5 s``, ``75 s``; blank for None."""
+    if seconds is None:
+        return ""
+    ms = seconds * 1000
+    if ms < 10:
+        return f"{ms:.2f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds:.0f} s"
 
 
 def _unquote(token: str) -> str:
@@ -219,6 +284,8 @@ class RTMMagics(Magics):
         self.sessions: dict[str, Session] = {}
         self._latest: str | None = None
         self._cell_id: str | None = None
+        #: the last client bound to each name: a new one records on in its EventFrame
+        self._earlier: dict[str, Any] = {}
 
     # -- plumbing ------------------------------------------------------------
 
@@ -242,15 +309,24 @@ class RTMMagics(Magics):
             raise UsageError(f"Cannot split the options ({exc}): check the quotes. See %{fn.__name__}?") from None
         except UsageError as exc:
             magic = fn.__name__
-            usage = fn.parser.format_usage().strip().replace("usage: ", "")
             hint = ""
             bad = re.search(r"unrecognized arguments: (\S+)", str(exc))
             if bad:
-                options = re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", fn.parser.format_usage())
+                options = [o for a in fn.parser._actions for o in a.option_strings]
                 near = difflib.get_close_matches(bad.group(1).split("=")[0], options, n=1)
                 if near:
                     hint = f" Did you mean {near[0]}?"
-            raise UsageError(f"{exc}.{hint}\nType: %{usage}   (see %{magic}? for help)") from None
+            raise UsageError(f"{exc}.{hint}\nType: {_usage(fn)}   (see %{magic}? for help)") from None
+
+    def _cell_number(self) -> int:
+        """The execution count of the cell being run (``In[N]``).
+
+        IPython 9 increments ``shell.execution_count`` before the cell runs
+        (8 after), so it is read from the running cell's result instead.
+        """
+        result = getattr(self.shell.displayhook, "exec_result", None)
+        count = getattr(result, "execution_count", None)
+        return count if isinstance(count, int) else self.shell.execution_count
 
     def _stop_session(self, sess: Session) -> asyncio.Task | None:
         """Stop a client, then its handlers, log, output areas and simulated workspace.
@@ -260,6 +336,7 @@ class RTMMagics(Magics):
         returns when everything has stopped.
         """
         self.sessions.pop(sess.name, None)
+        self._earlier[sess.name] = sess.client
         if self._latest == sess.name:
             self._latest = next(reversed(self.sessions), None)
         client = sess.client
@@ -312,6 +389,7 @@ class RTMMagics(Magics):
     @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
     @argument("--rate", type=float, default=None, help="events per second of simulated traffic (default 5; ignored when connecting to Slack)")
     @argument("--name", default="rtm", help="variable the client is bound to (default rtm)")
+    @argument("--reconnect", action="store_true", help="replace the client bound to --name even if it was connected with these options")
     @line_magic
     def rtm_connect(self, line: str = "") -> None:
         """Connect an RTM client on this kernel's loop and show the live log.
@@ -320,6 +398,13 @@ class RTMMagics(Magics):
         otherwise (or with --demo) starts the simulated workspace and says so.
         The client is bound to ``rtm`` (or --name): ``rtm.events`` is the
         DataFrame of everything received, ``rtm.log`` the live log.
+
+        Running the cell again keeps the connected client (and says so);
+        with other options, or --reconnect, it replaces it and the new client
+        takes over its handlers and their output areas. Either way
+        ``rtm.events`` goes on: one DataFrame for every client bound to that
+        name in this kernel, the ``connection`` column numbering their sockets
+        one after the other.
         """
         args = self._parse(self.rtm_connect, line)
         if not args.name.isidentifier():
@@ -345,13 +430,34 @@ class RTMMagics(Magics):
 
         from rtm_notebook.seed import RTMClient
 
-        if args.name in self.sessions:
-            self._stop_session(self.sessions[args.name])
+        options = {"workspace": "simulated" if token is None else "Slack", "token_env": args.token_env,
+                   "base_url": args.base_url, "connect_method": args.connect_method or "rtm.connect",
+                   "rate": rate if token is None else None}
+        typed = " ".join(t for t in arg_split(line) if t != "--reconnect")
+        existing = self.sessions.get(args.name)
+        if existing is not None and not args.reconnect and self._same_client(existing, options, token):
+            self._keep(existing)
+            return
+
+        carried: list[tuple[Any, HandlerSink | None, dict | None]] = []
+        replaced: list[tuple[str, str]] = []
+        if existing is not None:
+            carried = existing.run(self._take_handlers, existing)
+            state = existing.client.state
+            replaced = [("replaces", f"{args.name} (%rtm_connect {existing.line}".rstrip() + f"; was {state})"),
+                        ("with", f"%rtm_connect {typed}".rstrip())]
+            if carried:
+                replaced.append(("handlers", ", ".join(repr(h.name) for h, _, _ in carried)
+                                 + ": carried over, with their output areas"))
+            self._stop_session(existing)
+        # Events of the earlier client of this name (replaced now, or stopped before) go on in the new one's.
+        previous = self._earlier.get(args.name)
 
         loop = running_loop()
         background = BackgroundLoop() if loop is None else None
         sim = None
         base_url = args.base_url
+        fields: list[tuple[str, str]] = []
         try:
             if token is None:
                 from rtm_notebook.sim import SimWorkspace
@@ -361,7 +467,12 @@ class RTMMagics(Magics):
                 token = sim.token
                 base_url = sim.base_url
                 why = "--demo" if args.demo else "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set"
-                print(f"{why}: connecting to the simulated workspace at {base_url} ({rate:g} events/s of demo traffic)")
+                title = f"{why}: connecting to the simulated workspace"
+                fields += [("Web API", base_url), ("traffic", f"{rate:g} events/s of demo traffic")]
+            else:
+                title = f"{args.name}: connecting to Slack"
+                if base_url:
+                    fields.append(("Web API", base_url))
             kwargs: dict[str, Any] = {"token": token}
             if base_url:
                 kwargs["base_url"] = base_url
@@ -369,12 +480,24 @@ class RTMMagics(Magics):
                 kwargs["connect_method"] = args.connect_method
             client = RTMClient(**kwargs)
             del token
-            sess = Session(args.name, client, None, sim, background)
+            if previous is not None:
+                client.continue_recording(previous)
+            sess = Session(args.name, client, None, sim, background, options=options, line=typed)
 
             def start() -> None:
+                for handler, sink, labels in carried:
+                    client.handlers.add(handler.event, handler.fn, name=handler.name, style=handler.style,
+                                        filters=handler.filters or None, call_context=handler.call_context)
+                    if sink is not None:
+                        sess.sinks[handler.name] = sink
+                    if labels is not None:
+                        sess.labels[handler.name] = labels
                 client.start()  # on a running loop: schedules the session and returns
                 client.add_tap(sess.tap)
                 sess.log = client.log
+                for sink in sess.sinks.values():
+                    sink.loop = sess.loop
+                    sink.on_text = sess.log.add_output if sess.log is not None else None
 
             if background is not None:
                 call(background.loop, start, timeout=DEFAULT_TIMEOUT)
@@ -391,6 +514,16 @@ class RTMMagics(Magics):
         self._latest = args.name
         self.shell.user_ns[args.name] = client
 
+        if previous is not None and len(client.event_frame):
+            last = previous.connection_number
+            sockets = f"connection #{last}" if last == 1 else f"connections #1-#{last}"
+            fields.append(("events", f"{args.name}.events goes on from the {len(client.event_frame):,} events "
+                                     f"recorded before ({sockets}); this client's start at #{last + 1}"))
+        else:
+            fields.append(("events", f"{args.name}.events (a DataFrame of everything received)"))
+        print(title)
+        _show_fields(None, replaced + fields)
+
         if background is not None:
             # Not on the loop: wait for hello here.
             try:
@@ -401,13 +534,45 @@ class RTMMagics(Magics):
             except BaseException:
                 self._stop_session(sess)
                 raise
-            print(f"{args.name}: connected to {_team_name(client)}; {args.name}.events has the events, %rtm_log shows the newest")
+            print(f"{args.name}: connected to {_team_name(client)}; %rtm_log shows the newest events")
         else:
             # On the loop (a kernel): waiting for hello would freeze it; the
             # log shows the state as it changes.
             from IPython.display import display
 
             display(sess.log)
+
+    def _same_client(self, sess: Session, options: dict, token: str | None) -> bool:
+        """Whether ``%rtm_connect`` asks again for the client ``sess`` runs (and it still runs)."""
+        if sess.options != options or str(sess.client.state) == "stopped":
+            return False
+        # The token itself is never kept anywhere else: ask the client whether it is the same.
+        return sess.sim is not None if token is None else sess.sim is None and sess.client.token == token
+
+    def _keep(self, sess: Session) -> None:
+        """The cell was run again with the same options: keep the client, say so, show its log again."""
+        client = sess.client
+        state = str(client.state)
+        team = _team_name(client) if client.team else "the workspace"
+        where = f"({sess.where})"
+        now = f"connected to {team} {where}" if state == "connected" else f"started ({state}) {where}"
+        again = f"%rtm_connect {sess.line} --reconnect".replace("  ", " ")
+        print(f"{sess.name}: already {now}, kept with its {len(client.handlers)} handler(s); "
+              f"to reconnect: {again}")
+        if sess.log is not None and sess.log.widget is not None:
+            from IPython.display import display
+
+            display(sess.log)  # the cell's output was cleared when it ran again
+
+    @staticmethod
+    def _take_handlers(sess: Session) -> list[tuple[Any, HandlerSink | None, dict | None]]:
+        """Take the handlers (and their output areas) off a client about to be replaced (on its loop)."""
+        taken = [(h, sess.sinks.pop(h.name, None), sess.labels.pop(h.name, None)) for h in sess.client.handlers]
+        # Off the old client now: what was queued for them would only be run
+        # against a client that is stopping (every say() failing); it is
+        # dropped instead (counted in the old handlers' `dropped`).
+        sess.client.handlers.clear()
+        return taken
 
     # -- %rtm_on ---------------------------------------------------------------
 
@@ -436,18 +601,21 @@ class RTMMagics(Magics):
         ``my_function(client, event)``.
         """
         args = self._parse(self.rtm_on, line)
-        sess = self._session()
         event = args.event
         if event not in KNOWN_EVENTS:
-            near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.5)
-            hint = f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else " Type %rtm_on? for examples (message, reaction_added, user_typing, * for all)."
+            # Only names a typo away: a loose cutoff turns any word into some event.
+            near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.75)
+            hint = (f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else
+                    f" Common ones: {', '.join(COMMON_EVENTS)}, or * for every event; %rtm_on? has examples.")
             raise UsageError(f"Unknown event type {event!r}.{hint}")
+        sess = self._session()
         filters = {k: v for k, v in (("match", args.match), ("channel", args.channel), ("subtype", args.subtype)) if v}
         if args.match:
             try:
                 re.compile(args.match)
             except re.error as exc:
                 raise UsageError(f"--match {args.match!r} is not a valid regular expression: {exc}") from None
+        labels = {k: repr(v) if k == "match" else v for k, v in filters.items()}
         if args.channel:
             filters["channel"] = self._channel_id(sess, args.channel)
 
@@ -473,22 +641,31 @@ class RTMMagics(Magics):
                 raise UsageError("The cell is empty: write the handler's body below %%rtm_on, e.g. say(f\"Hi <@{event['user']}>!\")")
             identity = self._cell_id or " ".join(line.split())
             name = args.name or f"{event.replace('*', 'all')}_{_hash(identity)}"
-            body = self.shell.transform_cell(cell)
-            filename = self.shell.compile.cache(body, self.shell.execution_count, raw_code=cell)
+            # One blank line for the magic's: line numbers in tracebacks and
+            # syntax errors are then the cell's own, under the cell's own In[N].
+            number = self._cell_number()
+            body = "\n" + self.shell.transform_cell(cell)
+            filename = self.shell.compile.cache(body, number, raw_code=f"%%rtm_on {line}\n{cell}")
             sink = self._sink(sess, name)
-            fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client, say=_say_factory(sink))
+            try:
+                fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client,
+                                     say=_say_factory(sink))
+            except SyntaxError as exc:
+                # Raised from here, IPython would show the toolkit's frames too.
+                raise UsageError(_syntax_message(exc, number)) from None
             fn.__name__ = fn.__qualname__ = name
-            
+
         def register() -> Any:
             old = sess.sinks.pop(name, None)
             if old is not None:
                 old.close()
             sess.sinks[name] = sink
+            sess.labels[name] = labels
             return sess.client.handlers.add(event, fn, name=name, filters=filters or None, call_context=sink.context)
 
         handler = sess.run(register)
         where = "on the loop" if handler.is_async else "on its own thread"
-        described = ", ".join(f"{k}={v!r}" for k, v in filters.items())
+        described = ", ".join(f"{k}={v}" for k, v in labels.items())
         print(f"handler {name!r} on {event}" + (f" ({described})" if described else "") + f", runs {where}; %rtm_off {name} removes it")
         if sink.output is not None:
             from IPython.display import display
@@ -536,6 +713,7 @@ class RTMMagics(Magics):
             elif sess.client.handlers.remove(args.name):
                 removed = [args.name]
             for name in names:
+                sess.labels.pop(name, None)
                 sink = sess.sinks.pop(name, None)
                 if sink is not None:
                     sink.close()
@@ -551,46 +729,82 @@ class RTMMagics(Magics):
 
     @line_magic
     def rtm_handlers(self, line: str = "") -> Any:
-        """A table of the handlers: name, event, filters, calls, errors, last error, mean time,
-        queued (events waiting), dropped (given to it and never run: see docs/architecture.md,
-        "Stopping") and busy (how long the call in progress has run; NaT when idle)."""
-        if line.strip():
-            raise UsageError("%rtm_handlers takes no arguments")
+        """A table of the handlers, ready to read: name, event, filters (as you typed them),
+        calls, errors, last error, mean time, queued (events waiting), behind (how long they
+        have waited since its queue was last empty), dropped (given to it and never run: see
+        docs/architecture.md, "Stopping") and busy (how long the call in progress has run).
+
+        Times are text with their unit (``0.81 ms``, ``12 s``) and nothing is a blank; the
+        numbers behind them are ``rtm.handlers.stats()``.
+        """
+        _no_arguments("rtm_handlers", line)
         import pandas as pd
 
         sess = self._session()
-        rows = [
-            {
-                "name": s["name"],
-                "event": s["event"],
-                "filters": ", ".join(f"{k}={v!r}" for k, v in (s.get("filters") or {}).items()),
-                "calls": s["calls"],
-                "errors": s["errors"],
-                "last error": s["last_error"],
-                "mean time": pd.Timedelta(seconds=s["mean_time"]) if s["calls"] else pd.NaT,
-                "queued": s["queued"],
-                "dropped": s["dropped"],
-                "busy": pd.Timedelta(seconds=s["busy_for"]) if s["busy_for"] is not None else pd.NaT,
-            }
-            for s in sess.run(sess.client.handlers.stats)
-        ]
-        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "dropped",
-                   "busy"]
-        return pd.DataFrame(rows, columns=columns)
+
+        def rows() -> list[dict]:
+            names = getattr(sess.client, "channel_names", {}) or {}
+            out = []
+            for s in sess.client.handlers.stats():
+                labels = sess.labels.get(s["name"])
+                if labels is None:  # registered in code (rtm.on, RTMClient.run_on)
+                    labels = {k: repr(v) if k == "match" else ("#" + names[v] if k == "channel" and v in names else v)
+                              for k, v in (s.get("filters") or {}).items()}
+                out.append({
+                    "name": s["name"],
+                    "event": s["event"],
+                    "filters": ", ".join(f"{k}={v}" for k, v in labels.items()),
+                    "calls": s["calls"],
+                    "errors": s["errors"],
+                    "last error": s["last_error"] or "",
+                    "mean time": _duration(s["mean_time"]) if s["calls"] else "",
+                    "queued": s["queued"],
+                    "behind": _duration(s["behind_for"]),
+                    "dropped": s["dropped"],
+                    "busy": _duration(s["busy_for"]),
+                })
+            return out
+
+        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "behind",
+                   "dropped", "busy"]
+        return pd.DataFrame(sess.run(rows), columns=columns)
 
     # -- %rtm_status, %rtm_log, %rtm_stop ----------------------------------------
 
     @line_magic
     def rtm_status(self, line: str = "") -> None:
-        """One line per client: state, team, connection number, events/s, counts, handler errors."""
-        if line.strip():
-            raise UsageError("%rtm_status takes no arguments")
+        """Per client: state, workspace, connection number, events/s, events recorded, counts,
+        handler errors, and handlers that are stuck or lagging."""
+        _no_arguments("rtm_status", line)
         if not self.sessions:
             raise UsageError("No RTM client is connected yet: run %rtm_connect first (or %rtm_connect --demo)")
         for name, sess in self.sessions.items():
-            where = f"simulated workspace {sess.sim.base_url}" if sess.sim is not None else "Slack"
-            status = sess.run(sess.log.status_text) if sess.log is not None else f"state: {sess.client.state}"
-            print(f"{name} ({where}, {len(sess.client.event_frame)} events recorded): {status}")
+            _show_fields(name, sess.run(self._status_fields, sess))
+
+    @staticmethod
+    def _status_fields(sess: Session) -> list[tuple[str, str]]:
+        """What %rtm_status shows of one client, as (key, value) pairs (on the loop)."""
+        client = sess.client
+        recorded = f"{len(client.event_frame):,} ({sess.name}.events)"
+        if sess.log is None:
+            return [("state", str(client.state)), ("workspace", sess.where), ("events", recorded)]
+        s = sess.log.status()
+        team = f"{s['team']} ({sess.where})" if s["team"] else sess.where
+        fields = [("state", str(s["state"])), ("workspace", team)]
+        if s["connection"]:
+            fields.append(("connection", f"#{s['connection']}"))
+        fields += [("events/s", f"{s['events_per_second']:.1f}"), ("events", recorded)]
+        if s["counts"]:
+            fields.append(("counts", ", ".join(f"{k} {v}" for k, v in s["counts"])))
+        fields.append(("handlers", f"{len(client.handlers)}, errors: {s['handler_errors']}"))
+        if s["stuck_handlers"]:
+            fields.append(("stuck", ", ".join(f"{n} (busy {b:.0f} s)" for n, b in s["stuck_handlers"])))
+        if s["lagging_handlers"]:
+            fields.append(("lagging", "; ".join(f"{n}: {q} queued, behind {lag:.0f} s"
+                                                for n, q, lag in s["lagging_handlers"])))
+        if s["paused"]:
+            fields.append(("live log", "paused"))
+        return fields
 
     @magic_arguments()
     @argument("-n", type=int, default=None, help="print the newest N rows as text instead of showing the widget")
@@ -632,6 +846,30 @@ class RTMMagics(Magics):
 
 
 _pending: set[asyncio.Task] = set()
+
+
+def _show_fields(title: str | None, fields: list[tuple[str, str]]) -> None:
+    """Show ``key: value`` lines: aligned text in a terminal, a small table in a
+    kernel (a long value wraps between words there, never inside a key)."""
+    import html
+
+    from IPython.display import display
+
+    width = max((len(key) for key, _ in fields), default=0) + 1
+    indent = "  " if title else ""
+    lines = [title] if title else []
+    lines += [f"{indent}{key + ':':<{width}} {value}" for key, value in fields]
+    esc = html.escape
+    rows = "".join(
+        f'<tr><th style="text-align:left;white-space:nowrap;vertical-align:top;padding:1px 12px 1px 0;'
+        f'font-weight:normal;color:#555">{esc(key)}</th>'
+        f'<td style="text-align:left;word-break:normal;overflow-wrap:break-word;padding:1px 0">{esc(value)}</td></tr>'
+        for key, value in fields)
+    caption = (f'<caption style="text-align:left;font-weight:bold;caption-side:top">{esc(title)}</caption>'
+               if title else "")
+    table = (f'<table class="rtm-fields" style="border-collapse:collapse;'
+             f'font-family:var(--jp-code-font-family,monospace);font-size:12px">{caption}{rows}</table>')
+    display({"text/plain": "\n".join(lines), "text/html": table}, raw=True)
 
 
 def _team_name(client: Any) -> str:
