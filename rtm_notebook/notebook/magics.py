@@ -24,7 +24,6 @@ one of them ``--name``.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import asyncio
 import concurrent.futures
@@ -124,24 +123,36 @@ def session(name: str | None = None) -> Session:
     return _current._session(name)
 
 
+def _arguments(fn: Callable) -> list[tuple[tuple, dict]]:
+    """The magic's ``@argument(...)`` declarations, in the order written: IPython's
+    magic_arguments keeps them on the function (innermost first), so no parser
+    internals are read."""
+    return [(d.args, d.kwds) for d in reversed(getattr(fn, "decorators", [])) if type(d).__name__ == "argument"]
+
+
+def _options(fn: Callable) -> list[str]:
+    return [name for names, _ in _arguments(fn) for name in names if name.startswith("-")]
+
+
 def _usage(fn: Callable) -> str:
-    """One line, ``%magic POSITIONAL [OPTIONAL] [--option VALUE]``, from the magic's parser.
+    """One line, ``%magic POSITIONAL [OPTIONAL] [--option VALUE]``, from the magic's arguments.
 
     (argparse's own usage of a magic starts with ``::`` and wraps over lines.)
     """
     parts = [f"%{fn.__name__}"]
-    actions = [a for a in fn.parser._actions if not isinstance(a, argparse._HelpAction)]
-    for action in actions:
-        if not action.option_strings:
-            name = str(action.metavar or action.dest).upper()
-            parts.append(f"[{name}]" if action.nargs == "?" else name)
-    for action in actions:
-        if action.option_strings:
-            option = max(action.option_strings, key=len)
-            if action.nargs == 0:
+    declared = _arguments(fn)
+    for names, kw in declared:
+        if not names[0].startswith("-"):
+            name = str(kw.get("metavar") or names[0]).upper()
+            parts.append(f"[{name}]" if kw.get("nargs") == "?" else name)
+    for names, kw in declared:
+        if names[0].startswith("-"):
+            option = max(names, key=len)
+            if kw.get("action") in ("store_true", "store_false"):
                 parts.append(f"[{option}]")
             else:
-                value = action.metavar or ("|".join(action.choices) if action.choices else action.dest.upper())
+                choices = kw.get("choices")
+                value = kw.get("metavar") or ("|".join(choices) if choices else option.lstrip("-").upper())
                 parts.append(f"[{option} {value}]")
     return " ".join(parts)
 
@@ -312,8 +323,7 @@ class RTMMagics(Magics):
             hint = ""
             bad = re.search(r"unrecognized arguments: (\S+)", str(exc))
             if bad:
-                options = [o for a in fn.parser._actions for o in a.option_strings]
-                near = difflib.get_close_matches(bad.group(1).split("=")[0], options, n=1)
+                near = difflib.get_close_matches(bad.group(1).split("=")[0], _options(fn), n=1)
                 if near:
                     hint = f" Did you mean {near[0]}?"
             raise UsageError(f"{exc}.{hint}\nType: {_usage(fn)}   (see %{magic}? for help)") from None
@@ -574,201 +584,6 @@ class RTMMagics(Magics):
         sess.client.handlers.clear()
         return taken
 
-    # -- %rtm_on ---------------------------------------------------------------
-
-    @magic_arguments()
-    @argument("event", help="event type, e.g. message, reaction_added, user_typing, or * for all")
-    @argument("function", nargs="?", help="(line form) an existing function fn(client, event) in the notebook to register")
-    @argument("--match", metavar="REGEX", help="only events whose text matches this regular expression")
-    @argument("--channel", metavar="C", help="only events in this channel (an id like C123, or #name)")
-    @argument("--subtype", metavar="S", help="only message events of this subtype, e.g. bot_message")
-    @argument("--name", metavar="NAME", help="handler name; re-registering a name replaces that handler")
-    @line_cell_magic
-    def rtm_on(self, line: str, cell: str | None = None) -> None:
-        """Register a handler: the cell body runs for every matching event.
-
-        ``%%rtm_on message --match Hello`` makes the cell body a handler with
-        ``event`` (the event dict), ``client``, ``web_client`` and
-        ``say(text, thread=False)`` (reply in the event's channel) in scope.
-        ``await`` works in the body (the handler then runs on the loop;
-        without ``await`` it runs on its own worker thread). What it prints,
-        and its exceptions, appear under this cell and in the live log.
-
-        Re-running the cell replaces its handler (see the module docs for
-        how the default name is derived; --name sets it).
-
-        ``%rtm_on message my_function`` registers an existing function
-        ``my_function(client, event)``.
-        """
-        args = self._parse(self.rtm_on, line)
-        event = args.event
-        if event not in KNOWN_EVENTS:
-            # Only names a typo away: a loose cutoff turns any word into some event.
-            near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.75)
-            hint = (f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else
-                    f" Common ones: {', '.join(COMMON_EVENTS)}, or * for every event; %rtm_on? has examples.")
-            raise UsageError(f"Unknown event type {event!r}.{hint}")
-        sess = self._session()
-        filters = {k: v for k, v in (("match", args.match), ("channel", args.channel), ("subtype", args.subtype)) if v}
-        if args.match:
-            try:
-                re.compile(args.match)
-            except re.error as exc:
-                raise UsageError(f"--match {args.match!r} is not a valid regular expression: {exc}") from None
-        labels = {k: repr(v) if k == "match" else v for k, v in filters.items()}
-        if args.channel:
-            filters["channel"] = self._channel_id(sess, args.channel)
-
-        if cell is None:
-            if not args.function:
-                raise UsageError(f"%rtm_on needs a function, or use the cell form: %%rtm_on {event} (the cell body is the handler)")
-            fn = self.shell.user_ns.get(args.function)
-            if not callable(fn):
-                raise UsageError(f"{args.function!r} is not a function defined in this notebook. Define def {args.function}(client, event): ... first")
-            from rtm_notebook.errors import SlackClientError
-            from rtm_notebook.handlers import validate_handler
-
-            try:
-                validate_handler(fn)
-            except SlackClientError as exc:
-                raise UsageError(str(exc)) from None
-            name = args.name or args.function
-            sink = self._sink(sess, name)
-        else:
-            if args.function:
-                raise UsageError(f"In the cell form the body is the handler: type %%rtm_on {event} {' '.join(line.split()[2:])}".rstrip())
-            if not cell.strip():
-                raise UsageError("The cell is empty: write the handler's body below %%rtm_on, e.g. say(f\"Hi <@{event['user']}>!\")")
-            identity = self._cell_id or " ".join(line.split())
-            name = args.name or f"{event.replace('*', 'all')}_{_hash(identity)}"
-            # One blank line for the magic's: line numbers in tracebacks and
-            # syntax errors are then the cell's own, under the cell's own In[N].
-            number = self._cell_number()
-            body = "\n" + self.shell.transform_cell(cell)
-            filename = self.shell.compile.cache(body, number, raw_code=f"%%rtm_on {line}\n{cell}")
-            sink = self._sink(sess, name)
-            try:
-                fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client,
-                                     say=_say_factory(sink))
-            except SyntaxError as exc:
-                # Raised from here, IPython would show the toolkit's frames too.
-                raise UsageError(_syntax_message(exc, number)) from None
-            fn.__name__ = fn.__qualname__ = name
-
-        def register() -> Any:
-            old = sess.sinks.pop(name, None)
-            if old is not None:
-                old.close()
-            sess.sinks[name] = sink
-            sess.labels[name] = labels
-            return sess.client.handlers.add(event, fn, name=name, filters=filters or None, call_context=sink.context)
-
-        handler = sess.run(register)
-        where = "on the loop" if handler.is_async else "on its own thread"
-        described = ", ".join(f"{k}={v}" for k, v in labels.items())
-        print(f"handler {name!r} on {event}" + (f" ({described})" if described else "") + f", runs {where}; %rtm_off {name} removes it")
-        if sink.output is not None:
-            from IPython.display import display
-
-            display(sink.output)
-
-    def _sink(self, sess: Session, name: str) -> HandlerSink:
-        """The output area of handler ``name``: under this cell in a kernel, the terminal elsewhere."""
-        install_routing()
-        return HandlerSink(name, sess.loop, widget=in_kernel(), on_text=sess.log.add_output if sess.log is not None else None)
-
-    def _channel_id(self, sess: Session, channel: str) -> str:
-        """Accept ``C123`` or ``#general`` / ``general`` (when the name is known)."""
-        if re.fullmatch(r"[CGD][A-Z0-9]{2,}", channel):
-            return channel
-        wanted = channel.lstrip("#")
-        names = sess.log.channels if sess.log is not None else {}
-        for cid, cname in names.items():
-            if cname == wanted:
-                return cid
-        known = sorted(names.values())
-        near = difflib.get_close_matches(wanted, known, n=1)
-        hint = f" Did you mean #{near[0]}?" if near else (" Known: " + ", ".join("#" + n for n in known[:10]) if known else " Use the channel id (C...), e.g. from rtm.messages().")
-        raise UsageError(f"Unknown channel {channel!r}.{hint}")
-
-    # -- %rtm_off, %rtm_handlers ---------------------------------------------
-
-    @magic_arguments()
-    @argument("name", nargs="?", help="the handler to remove (see %rtm_handlers)")
-    @argument("--all", action="store_true", help="remove every handler")
-    @line_magic
-    def rtm_off(self, line: str = "") -> None:
-        """Remove a handler by name (``%rtm_off NAME``) or all of them (``%rtm_off --all``)."""
-        args = self._parse(self.rtm_off, line)
-        sess = self._session()
-        if args.all == bool(args.name):
-            raise UsageError("Type %rtm_off NAME (names are listed by %rtm_handlers) or %rtm_off --all")
-
-        def remove() -> list[str]:
-            names = list(sess.sinks) if args.all else [args.name]
-            removed = []
-            if args.all:
-                removed = [h.name for h in sess.client.handlers]
-                sess.client.handlers.clear()
-            elif sess.client.handlers.remove(args.name):
-                removed = [args.name]
-            for name in names:
-                sess.labels.pop(name, None)
-                sink = sess.sinks.pop(name, None)
-                if sink is not None:
-                    sink.close()
-            return removed
-
-        if not args.all and args.name not in sess.client.handlers:
-            known = [h.name for h in sess.client.handlers]
-            near = difflib.get_close_matches(args.name, known, n=1)
-            hint = f" Did you mean %rtm_off {near[0]}?" if near else (f" Handlers: {', '.join(known)}" if known else " There are no handlers.")
-            raise UsageError(f"No handler named {args.name!r}.{hint}")
-        removed = sess.run(remove)
-        print(f"removed {len(removed)} handler(s)" + (f": {', '.join(removed)}" if removed else ""))
-
-    @line_magic
-    def rtm_handlers(self, line: str = "") -> Any:
-        """A table of the handlers, ready to read: name, event, filters (as you typed them),
-        calls, errors, last error, mean time, queued (events waiting), behind (how long they
-        have waited since its queue was last empty), dropped (given to it and never run: see
-        docs/architecture.md, "Stopping") and busy (how long the call in progress has run).
-
-        Times are text with their unit (``0.81 ms``, ``12 s``) and nothing is a blank; the
-        numbers behind them are ``rtm.handlers.stats()``.
-        """
-        _no_arguments("rtm_handlers", line)
-        import pandas as pd
-
-        sess = self._session()
-
-        def rows() -> list[dict]:
-            names = getattr(sess.client, "channel_names", {}) or {}
-            out = []
-            for s in sess.client.handlers.stats():
-                labels = sess.labels.get(s["name"])
-                if labels is None:  # registered in code (rtm.on, RTMClient.run_on)
-                    labels = {k: repr(v) if k == "match" else ("#" + names[v] if k == "channel" and v in names else v)
-                              for k, v in (s.get("filters") or {}).items()}
-                out.append({
-                    "name": s["name"],
-                    "event": s["event"],
-                    "filters": ", ".join(f"{k}={v}" for k, v in labels.items()),
-                    "calls": s["calls"],
-                    "errors": s["errors"],
-                    "last error": s["last_error"] or "",
-                    "mean time": _duration(s["mean_time"]) if s["calls"] else "",
-                    "queued": s["queued"],
-                    "behind": _duration(s["behind_for"]),
-                    "dropped": s["dropped"],
-                    "busy": _duration(s["busy_for"]),
-                })
-            return out
-
-        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "behind",
-                   "dropped", "busy"]
-        return pd.DataFrame(sess.run(rows), columns=columns)
-
     # -- %rtm_status, %rtm_log, %rtm_stop ----------------------------------------
 
     @line_magic
@@ -845,6 +660,210 @@ class RTMMagics(Magics):
             self._stop_session(sess)
 
 
+@magics_class
+class HandlerMagics(Magics):
+    """``%%rtm_on``, ``%rtm_off`` and ``%rtm_handlers``: the handlers of the clients ``clients`` binds."""
+
+    def __init__(self, shell: Any, clients: RTMMagics) -> None:
+        super().__init__(shell)
+        self.clients = clients
+
+    # -- %rtm_on ---------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("event", help="event type, e.g. message, reaction_added, user_typing, or * for all")
+    @argument("function", nargs="?", help="(line form) an existing function fn(client, event) in the notebook to register")
+    @argument("--match", metavar="REGEX", help="only events whose text matches this regular expression")
+    @argument("--channel", metavar="C", help="only events in this channel (an id like C123, or #name)")
+    @argument("--subtype", metavar="S", help="only message events of this subtype, e.g. bot_message")
+    @argument("--name", metavar="NAME", help="handler name; re-registering a name replaces that handler")
+    @line_cell_magic
+    def rtm_on(self, line: str, cell: str | None = None) -> None:
+        """Register a handler: the cell body runs for every matching event.
+
+        ``%%rtm_on message --match Hello`` makes the cell body a handler with
+        ``event`` (the event dict), ``client``, ``web_client`` and
+        ``say(text, thread=False)`` (reply in the event's channel) in scope.
+        ``await`` works in the body (the handler then runs on the loop;
+        without ``await`` it runs on its own worker thread). What it prints,
+        and its exceptions, appear under this cell and in the live log.
+
+        Re-running the cell replaces its handler (see the module docs for
+        how the default name is derived; --name sets it).
+
+        ``%rtm_on message my_function`` registers an existing function
+        ``my_function(client, event)``.
+        """
+        args = self.clients._parse(self.rtm_on, line)
+        event = args.event
+        if event not in KNOWN_EVENTS:
+            # Only names a typo away: a loose cutoff turns any word into some event.
+            near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.75)
+            hint = (f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else
+                    f" Common ones: {', '.join(COMMON_EVENTS)}, or * for every event; %rtm_on? has examples.")
+            raise UsageError(f"Unknown event type {event!r}.{hint}")
+        sess = self.clients._session()
+        filters = {k: v for k, v in (("match", args.match), ("channel", args.channel), ("subtype", args.subtype)) if v}
+        if args.match:
+            try:
+                re.compile(args.match)
+            except re.error as exc:
+                raise UsageError(f"--match {args.match!r} is not a valid regular expression: {exc}") from None
+        labels = {k: repr(v) if k == "match" else v for k, v in filters.items()}
+        if args.channel:
+            filters["channel"] = self._channel_id(sess, args.channel)
+
+        if cell is None:
+            if not args.function:
+                raise UsageError(f"%rtm_on needs a function, or use the cell form: %%rtm_on {event} (the cell body is the handler)")
+            fn = self.shell.user_ns.get(args.function)
+            if not callable(fn):
+                raise UsageError(f"{args.function!r} is not a function defined in this notebook. Define def {args.function}(client, event): ... first")
+            from rtm_notebook.errors import SlackClientError
+            from rtm_notebook.handlers import validate_handler
+
+            try:
+                validate_handler(fn)
+            except SlackClientError as exc:
+                raise UsageError(str(exc)) from None
+            name = args.name or args.function
+            sink = self._sink(sess, name)
+        else:
+            if args.function:
+                raise UsageError(f"In the cell form the body is the handler: type %%rtm_on {event} {' '.join(line.split()[2:])}".rstrip())
+            if not cell.strip():
+                raise UsageError("The cell is empty: write the handler's body below %%rtm_on, e.g. say(f\"Hi <@{event['user']}>!\")")
+            identity = self.clients._cell_id or " ".join(line.split())
+            name = args.name or f"{event.replace('*', 'all')}_{_hash(identity)}"
+            # One blank line for the magic's: line numbers in tracebacks and
+            # syntax errors are then the cell's own, under the cell's own In[N].
+            number = self.clients._cell_number()
+            body = "\n" + self.shell.transform_cell(cell)
+            filename = self.shell.compile.cache(body, number, raw_code=f"%%rtm_on {line}\n{cell}")
+            sink = self._sink(sess, name)
+            try:
+                fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client,
+                                     say=_say_factory(sink))
+            except SyntaxError as exc:
+                # Raised from here, IPython would show the toolkit's frames too.
+                raise UsageError(_syntax_message(exc, number)) from None
+            fn.__name__ = fn.__qualname__ = name
+
+        def register() -> Any:
+            old = sess.sinks.pop(name, None)
+            if old is not None:
+                old.close()
+            sess.sinks[name] = sink
+            sess.labels[name] = labels
+            return sess.client.handlers.add(event, fn, name=name, filters=filters or None, call_context=sink.context)
+
+        handler = sess.run(register)
+        where = "on the loop" if handler.is_async else "on its own thread"
+        described = ", ".join(f"{k}={v}" for k, v in labels.items())
+        print(f"handler {name!r} on {event}" + (f" ({described})" if described else "") + f", runs {where}; %rtm_off {name} removes it")
+        if sink.output is not None:
+            from IPython.display import display
+
+            display(sink.output)
+
+    def _sink(self, sess: Session, name: str) -> HandlerSink:
+        """The output area of handler ``name``: under this cell in a kernel, the terminal elsewhere."""
+        install_routing()
+        return HandlerSink(name, sess.loop, widget=in_kernel(), on_text=sess.log.add_output if sess.log is not None else None)
+
+    def _channel_id(self, sess: Session, channel: str) -> str:
+        """Accept ``C123`` or ``#general`` / ``general`` (when the name is known)."""
+        if re.fullmatch(r"[CGD][A-Z0-9]{2,}", channel):
+            return channel
+        wanted = channel.lstrip("#")
+        names = sess.log.channels if sess.log is not None else {}
+        for cid, cname in names.items():
+            if cname == wanted:
+                return cid
+        known = sorted(names.values())
+        near = difflib.get_close_matches(wanted, known, n=1)
+        hint = f" Did you mean #{near[0]}?" if near else (" Known: " + ", ".join("#" + n for n in known[:10]) if known else " Use the channel id (C...), e.g. from rtm.messages().")
+        raise UsageError(f"Unknown channel {channel!r}.{hint}")
+
+    # -- %rtm_off, %rtm_handlers ---------------------------------------------
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the handler to remove (see %rtm_handlers)")
+    @argument("--all", action="store_true", help="remove every handler")
+    @line_magic
+    def rtm_off(self, line: str = "") -> None:
+        """Remove a handler by name (``%rtm_off NAME``) or all of them (``%rtm_off --all``)."""
+        args = self.clients._parse(self.rtm_off, line)
+        sess = self.clients._session()
+        if args.all == bool(args.name):
+            raise UsageError("Type %rtm_off NAME (names are listed by %rtm_handlers) or %rtm_off --all")
+
+        def remove() -> list[str]:
+            names = list(sess.sinks) if args.all else [args.name]
+            removed = []
+            if args.all:
+                removed = [h.name for h in sess.client.handlers]
+                sess.client.handlers.clear()
+            elif sess.client.handlers.remove(args.name):
+                removed = [args.name]
+            for name in names:
+                sess.labels.pop(name, None)
+                sink = sess.sinks.pop(name, None)
+                if sink is not None:
+                    sink.close()
+            return removed
+
+        if not args.all and args.name not in sess.client.handlers:
+            known = [h.name for h in sess.client.handlers]
+            near = difflib.get_close_matches(args.name, known, n=1)
+            hint = f" Did you mean %rtm_off {near[0]}?" if near else (f" Handlers: {', '.join(known)}" if known else " There are no handlers.")
+            raise UsageError(f"No handler named {args.name!r}.{hint}")
+        removed = sess.run(remove)
+        print(f"removed {len(removed)} handler(s)" + (f": {', '.join(removed)}" if removed else ""))
+
+    @line_magic
+    def rtm_handlers(self, line: str = "") -> Any:
+        """A table of the handlers, ready to read: name, event, filters (as you typed them),
+        calls, errors, last error, mean time, queued (events waiting), behind (how long they
+        have waited since its queue was last empty), dropped (given to it and never run: see
+        docs/architecture.md, "Stopping") and busy (how long the call in progress has run).
+
+        Times are text with their unit (``0.81 ms``, ``12 s``) and nothing is a blank; the
+        numbers behind them are ``rtm.handlers.stats()``.
+        """
+        _no_arguments("rtm_handlers", line)
+        import pandas as pd
+
+        sess = self.clients._session()
+
+        def rows() -> list[dict]:
+            names = getattr(sess.client, "channel_names", {}) or {}
+            out = []
+            for s in sess.client.handlers.stats():
+                labels = sess.labels.get(s["name"])
+                if labels is None:  # registered in code (rtm.on, RTMClient.run_on)
+                    labels = {k: repr(v) if k == "match" else ("#" + names[v] if k == "channel" and v in names else v)
+                              for k, v in (s.get("filters") or {}).items()}
+                out.append({
+                    "name": s["name"],
+                    "event": s["event"],
+                    "filters": ", ".join(f"{k}={v}" for k, v in labels.items()),
+                    "calls": s["calls"],
+                    "errors": s["errors"],
+                    "last error": s["last_error"] or "",
+                    "mean time": _duration(s["mean_time"]) if s["calls"] else "",
+                    "queued": s["queued"],
+                    "behind": _duration(s["behind_for"]),
+                    "dropped": s["dropped"],
+                    "busy": _duration(s["busy_for"]),
+                })
+            return out
+
+        columns = ["name", "event", "filters", "calls", "errors", "last error", "mean time", "queued", "behind",
+                   "dropped", "busy"]
+        return pd.DataFrame(sess.run(rows), columns=columns)
+
+
 _pending: set[asyncio.Task] = set()
 
 
@@ -886,6 +905,7 @@ def load_ipython_extension(ipython: Any) -> None:
         return
     magics = RTMMagics(ipython)
     ipython.register_magics(magics)
+    ipython.register_magics(HandlerMagics(ipython, magics))
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
     install_routing()
     _current = magics

@@ -116,6 +116,7 @@ def test_rtm_handlers_and_the_live_log_show_a_failing_handler(token_env, shell, 
     from rtm_notebook.notebook.magics import session
 
     log = session().log
-    wait(lambda: "[rel_raiser]" in log.text(50), "the error rows in the live log")
+    wait(lambda: "· rel_raiser" in log.text(50), "the error rows in the live log")
     text = log.text(50)
-    assert text.count("[rel_raiser]") == 5 and "handler errors: 5" in text
+    # an error row: the message first, the handler after it
+    assert text.count("ZeroDivisionError('handler bug')  · rel_raiser") == 5 and "handler errors: 5" in text
