@@ -310,7 +310,7 @@ class _Chunk:
         else:
             spans = np.diff(np.array([run[0] for run in runs] + [n], dtype=np.int64))
             connection = np.repeat(np.array([run[2] for run in runs], dtype=np.int64), spans)
-            codes = np.repeat(np.array([run[1] == "out" for run in runs], dtype=np.int8), spans)
+            codes = np.repeat(np.array([DIRECTIONS.index(run[1]) for run in runs], dtype=np.int8), spans)
             direction = _DIRECTIONS.take(pa.array(codes))
         return cls(times, texts, direction, connection, first_seq, odd)
 
@@ -352,7 +352,9 @@ class _Chunk:
         return self._fields
 
 
-_DIRECTIONS = pa.array(["in", "out"], type=_LS)
+#: "in": received live; "out": sent; "history": fetched or read afterwards (backfill, a Slack export)
+DIRECTIONS = ("in", "out", "history")
+_DIRECTIONS = pa.array(DIRECTIONS, type=_LS)
 
 
 @functools.lru_cache(maxsize=16)
@@ -635,7 +637,7 @@ def _parse_line(line: bytes) -> tuple | None:
     received_at, connection, seq = row[_RECEIVED_AT], row[_CONNECTION], row[_SEQ]
     if (not isinstance(received_at, (int, float)) or not -1e11 < received_at < 1e11
             or connection.__class__ is not int or seq.__class__ is not int
-            or row[_DIRECTION] not in ("in", "out") or not isinstance(row[_RAW], str)):
+            or row[_DIRECTION] not in DIRECTIONS or not isinstance(row[_RAW], str)):
         return None
     return row if received_at.__class__ is float else (float(received_at), *row[1:])
 
@@ -725,8 +727,8 @@ class EventFrame:
         if not isinstance(event, dict):
             raise TypeError(f"EventFrame.append needs the event as a dict, got {type(event).__name__}; "
                             "pass the undecodable text as raw= with an error event dict")
-        if direction != "in" and direction != "out":
-            raise ValueError(f'direction must be "in" or "out", got {direction!r}')
+        if direction not in DIRECTIONS:
+            raise ValueError(f'direction must be "in", "out" or "history", got {direction!r}')
         if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
             connection = _connection_number(connection)
         if received_at is None:
@@ -743,7 +745,7 @@ class EventFrame:
                 # hold more memory than its length (orjson.dumps' do).
                 raw = bytes(memoryview(raw))
         seq = self._first_seq + len(self._times)  # the same after a seal: first_seq then grows by the rows sealed
-        self._add(event, raw, "in" if direction == "in" else "out", connection, received_at)
+        self._add(event, raw, DIRECTIONS[DIRECTIONS.index(direction)], connection, received_at)
         return seq
 
     def _add(self, event: dict, raw: bytes | str | None, direction: str, connection: int,
@@ -901,11 +903,18 @@ class EventFrame:
 
     def messages(self, user_names: dict[str, str] | None = None,
                  channel_names: dict[str, str] | None = None) -> pd.DataFrame:
-        """The message events received, with ``user_name`` and ``channel_name``
-        columns from these id → name maps (default: the frame's own
-        :attr:`user_names` / :attr:`channel_names`; ``<NA>`` where unknown)."""
+        """The messages received or fetched (direction ``in`` or ``history``), a
+        message seen both live and in history once (its live row), with
+        ``user_name`` and ``channel_name`` columns from these id → name maps
+        (default: the frame's own :attr:`user_names` / :attr:`channel_names`;
+        ``<NA>`` where unknown)."""
         df = self.to_pandas()
-        df = df[(df["type"] == "message") & (df["direction"] == "in")].copy()
+        df = df[(df["type"] == "message") & (df["direction"] != "out")]
+        if (df["direction"] == "history").any():
+            live_first = df.assign(_live=df["direction"] != "in").sort_values(["_live", "seq"], kind="stable")
+            seen = live_first.duplicated(["channel", "ts"]) & live_first["ts"].notna()
+            df = live_first[~seen].drop(columns="_live").sort_values("seq")
+        df = df.copy()
         df["user_name"] = df["user"].map(self.user_names if user_names is None else user_names).astype("string")
         df["channel_name"] = df["channel"].map(
             self.channel_names if channel_names is None else channel_names).astype("string")
@@ -915,9 +924,9 @@ class EventFrame:
     def from_slack_export(cls, path: str | os.PathLike) -> EventFrame:
         """Read a Slack export (a zip or an unpacked folder) into a new EventFrame.
 
-        One row per message, oldest first, with its channel from the
-        export's channel files and ``received_at`` its ``ts`` (the time it
-        was posted); ``raw`` keeps the message as the export has it, plus
+        One row per message (direction ``history``), oldest first, with its
+        channel from the export's channel files and ``received_at`` its
+        ``ts`` (the time it was posted); ``raw`` keeps the message as the export has it, plus
         ``channel``. :attr:`user_names` and :attr:`channel_names` come from
         the export's own files, so :meth:`messages` shows names. A file that
         cannot be read is skipped with an :class:`~rtm_notebook.exports.ExportWarning`
@@ -930,7 +939,7 @@ class EventFrame:
                 posted = float(message["ts"])
             except ValueError:
                 posted = 0.0
-            frame._add(message, _encode(message), "in", 0, posted if -1e11 < posted < 1e11 else 0.0)
+            frame._add(message, _encode(message), "history", 0, posted if -1e11 < posted < 1e11 else 0.0)
         frame.user_names.update(export.user_names)
         frame.channel_names.update(export.channel_names)
         return frame

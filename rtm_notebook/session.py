@@ -31,6 +31,7 @@ from rtm_notebook.directory import NAMING_EVENTS, Directory
 from rtm_notebook.errors import DeliveryError, SlackClientError, SlackClientNotConnectedError
 from rtm_notebook.events import EventFrame
 from rtm_notebook.handlers import ErrorEvent, Handler, HandlerRegistry, event_types
+from rtm_notebook.history import Backfill, channel_ids
 from rtm_notebook.loops import on_loop_thread
 from rtm_notebook.outbox import Outbox
 from rtm_notebook.runner import Runner
@@ -143,6 +144,7 @@ class Session:
         self.waiters = Waiters()
         self._waiting = self.waiters.pending
         self._web_clients = WebClients()
+        self._backfill = Backfill(lambda message, at: self._record(message, None, "history", 0, at))
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} token={mask_token(self._token)!s} state={self._state} "
@@ -163,14 +165,11 @@ class Session:
 
     def on(self, event: str | list[str] = "*", *, name: str | None = None, match: Any = None, channel: Any = None,
            subtype: Any = None, call_context: Callable | None = None) -> Callable[[Callable], Callable]:
-        """Decorator: register ``fn(client, event)`` (sync or ``async def``) on this client.
-
-        ``event`` is one type, a list of them, or ``"*"`` for all; ``match``
-        a regex searched in the event's text; ``channel`` and ``subtype`` a
-        value or a collection of them. ``name`` defaults to the function's
-        name; registering a name again replaces that handler (re-running a
-        notebook cell never doubles it). Returns the function unchanged.
-        """
+        """Decorator: register ``fn(client, event)`` (sync or ``async def``) for one
+        event type, a list, or ``"*"``; ``match`` is a regex searched in the text,
+        ``channel``/``subtype`` a value or a collection. A name (default: the
+        function's) registered again replaces its handler, so a cell re-run never
+        doubles it."""
         if callable(event) and not isinstance(event, str):
             raise SlackClientError("use @client.on('message') (with the event type), not a bare @client.on")
         events = event_types(event)
@@ -286,16 +285,11 @@ class Session:
     # -- lifecycle (how it runs on its loop is runner.py's) -----------------------------
 
     def start(self) -> Any:
-        """Start the session.
-
-        On a running loop (a notebook cell, async code): schedule it as a task
-        and return the task at once. With ``run_async=True`` and no running
-        loop: return that task, scheduled on ``loop`` or the caller's current
-        loop, for the caller to run. Otherwise (a script): run on ``loop``, or
-        the loop the caller set with ``asyncio.set_event_loop``, or a new one,
-        until :meth:`stop` or Ctrl-C; raise the error that ended the session
-        (a refused token, or any connect failure with ``auto_reconnect=False``).
-        """
+        """Start the session: on a running loop (a cell, async code), schedule it
+        and return the task at once; with ``run_async=True``, return the task for
+        the caller's loop; in a script, run on ``loop``, the loop the caller set,
+        or a new one until :meth:`stop` or Ctrl-C, and raise what ended it (a
+        refused token; any connect failure with ``auto_reconnect=False``)."""
         return self._runner.start()
 
     async def connect(self) -> Session:
@@ -311,15 +305,10 @@ class Session:
         return self
 
     def stop(self) -> Any:
-        """Close the socket and stop for good (no reconnect); callable from any code.
-
-        On the loop's thread: an awaitable that completes once everything is
-        released (``await client.stop()``); from another thread (a sync
-        handler): a ``concurrent.futures.Future``; with no loop running the
-        client: stops at once, returns None. Afterwards no task, thread or
-        socket of this client is left, and every handler has been given
-        every event queued for it before the stop (``close`` included).
-        """
+        """Close the socket and stop for good, from any code: an awaitable on the
+        loop's thread, a ``concurrent.futures.Future`` from another thread, None
+        when no loop runs the client. It completes once no task, thread or
+        socket of the client is left (what handlers still get: docs/architecture.md)."""
         return self._runner.stop()
 
     async def async_stop(self) -> None:
@@ -550,6 +539,18 @@ class Session:
             self._record(message, text, "out", self.connection_number, _time())
         if self._taps:
             self._feed_taps(message)
+
+    async def backfill(self, channels: Any = None, *, oldest: Any = None, latest: Any = None, threads: bool = True,
+                       progress: Callable | None = None) -> Any:
+        """Fetch what happened before into the EventFrame (see :mod:`rtm_notebook.history`):
+        ``channels`` (ids or ``#names``; None: every one the bot is in), from
+        ``oldest`` to ``latest`` (ts strings, datetimes, ISO strings or epoch
+        seconds), threads included; ``progress(Progress)`` after every call."""
+        if self._record is None:
+            raise SlackClientError("this client was made with record=False: it keeps no events to backfill into")
+        web = self._web(is_async=True)
+        ids = await channel_ids(web, channels, self.channel_names)
+        return await self._backfill.run(web, ids, oldest=oldest, latest=latest, threads=threads, progress=progress)
 
     # -- waiting ------------------------------------------------------------------------------
 

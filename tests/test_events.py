@@ -198,7 +198,7 @@ def test_bad_input_raises_a_clear_error_and_records_nothing():
     frame = EventFrame()
     with pytest.raises(TypeError, match="event as a dict"):
         frame.append(["not", "a", "dict"])
-    with pytest.raises(ValueError, match='"in" or "out"'):
+    with pytest.raises(ValueError, match='"in", "out" or "history"'):
         frame.append(message(0), direction="sideways")
     with pytest.raises(TypeError, match="connection must be an int"):
         frame.append(message(0), connection="first")
