@@ -9,6 +9,7 @@ import pytest
 
 from rtm_notebook import history
 from rtm_notebook.errors import SlackClientError
+
 from rtm_support import GUARD, client_for, general, human, until
 from sim_support import ok
 

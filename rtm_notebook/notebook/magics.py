@@ -32,6 +32,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
+from rtm_notebook.datasets import as_utc
 from rtm_notebook.loops import BackgroundLoop, call, in_kernel, on_loop_thread, running_loop, submit
 from rtm_notebook.notebook.livelog import LiveLog
 from rtm_notebook.notebook.output import HandlerSink, install_routing, uninstall_routing
@@ -584,6 +586,40 @@ class RTMMagics(Magics):
         sess.client.handlers.clear()
         return taken
 
+    # -- %rtm_history ------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("channels", nargs="*", help="channels, #name or id (default: every channel the bot is in)")
+    @argument("--since", metavar="AGE", help="how far back: 7d, 12h, 30m, or a date such as 2026-11-24 (default: all)")
+    @argument("--no-threads", action="store_true", help="skip the replies in threads")
+    @line_magic
+    def rtm_history(self, line: str = "") -> Any:
+        """Fetch channels' history into ``rtm.events`` (rows with direction ``history``).
+
+        Paced for Slack's limits and resumable (run it again after an
+        interruption); a progress bar shows the channels done, the calls
+        made and the messages fetched. In a kernel the cell returns at once
+        and the bar moves; ``await`` the returned task to wait for it.
+        """
+        args = self._parse(self.rtm_history, line)
+        sess = self._session()
+        try:
+            oldest = _since(args.since)
+        except ValueError as exc:
+            raise UsageError(f"{exc}. Type: {_usage(self.rtm_history)}") from None
+        view = _HistoryProgress(in_kernel() and sess.background is None)
+        run = sess.client.backfill(args.channels or None, oldest=oldest, threads=not args.no_threads,
+                                   progress=view.update)
+        if sess.background is not None:
+            status = sess.background.run(run, None)
+            view.update(status)
+            return None
+        task = asyncio.get_running_loop().create_task(run, name=f"rtm-history-{sess.name}")
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+        task.add_done_callback(view.finished)
+        return task
+
     # -- %rtm_status, %rtm_log, %rtm_stop ----------------------------------------
 
     @line_magic
@@ -865,6 +901,48 @@ class HandlerMagics(Magics):
 
 
 _pending: set[asyncio.Task] = set()
+
+
+def _since(age: str | None) -> float | None:
+    """``7d`` / ``12h`` / ``30m`` / ``90s`` ago, or a date or ISO time, as epoch seconds."""
+    if age is None:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([dhms])", age.strip())
+    if m:
+        return time.time() - float(m.group(1)) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[m.group(2)]
+    try:
+        return as_utc(age).timestamp()
+    except (TypeError, ValueError):
+        raise ValueError(f"--since {age!r} is neither an age (7d, 12h, 30m) nor a date (2026-11-24)") from None
+
+
+class _HistoryProgress:
+    """The progress of a backfill: an ipywidgets bar in a kernel, lines on stderr elsewhere."""
+
+    def __init__(self, widget: bool) -> None:
+        self.bar = self.label = None
+        if widget:
+            import ipywidgets as w
+            from IPython.display import display
+
+            self.bar = w.IntProgress(value=0, min=0, max=1, description="history")
+            self.label = w.Label("starting")
+            display(w.HBox([self.bar, self.label]))
+
+    def update(self, p: Any) -> None:
+        text = (f"{p.channels_done}/{p.channels} channels, {p.calls} calls, {p.messages} messages"
+                + (" (done)" if p.done else f" ({p.channel})" if p.channel else ""))
+        if self.bar is not None:
+            self.bar.max = max(1, p.channels)
+            self.bar.value = p.channels_done
+            self.label.value = text
+        elif p.done or p.calls % 10 == 1:
+            print(f"history: {text}", file=sys.stderr)
+
+    def finished(self, task: asyncio.Task) -> None:
+        if self.label is not None and not task.cancelled() and task.exception() is not None:
+            self.bar.bar_style = "danger"
+            self.label.value = f"failed: {task.exception()}"
 
 
 def _show_fields(title: str | None, fields: list[tuple[str, str]]) -> None:
