@@ -29,7 +29,8 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from rtm_notebook.sim.model import ID_ALPHABET
-from rtm_notebook.sim.wire import CLOSE_TIMEOUT, SEND_SLICE, WRITE_BUFFER_HIGH, bearer, json_response, local_address, text_header
+from rtm_notebook.sim.wire import (CLOSE_TIMEOUT, SEND_SLICE, WRITE_BUFFER_HIGH, bearer, json_response, local_address,
+                                   text_header)
 
 if TYPE_CHECKING:  # the workspace that hosts this server, for type checks only
     from rtm_notebook.sim.server import SimWorkspace
@@ -867,12 +868,14 @@ class SocketModeApi:
 
     @property
     def envelopes_sent(self) -> list[dict[str, Any]]:
-        """Every envelope written: ``{envelope_id, type, event_id, sim_seq, retry_attempt, retry_reason, connection, sent_at}``."""
+        """Every envelope written:
+        ``{envelope_id, type, event_id, sim_seq, retry_attempt, retry_reason, connection, sent_at}``."""
         return list(self._sm.envelopes_sent)
 
     @property
     def acks(self) -> list[dict[str, Any]]:
-        """Every ack received: ``{envelope_id, type, event_id, retry_attempt, acked_at, sent_at, payload, connection, late}``.
+        """Every ack received:
+        ``{envelope_id, type, event_id, retry_attempt, acked_at, sent_at, payload, connection, late}``.
 
         ``type`` is None for an envelope id the workspace never sent. ``late``:
         a retry had already been written (events), or the 3 s had passed
@@ -906,7 +909,8 @@ class SocketModeApi:
 
     @property
     def command_answers(self) -> list[dict[str, Any]]:
-        """Slash command answers from ack payloads: ``{envelope_id, command, text, payload, channel, user, visible, at}``."""
+        """Slash command answers from ack payloads:
+        ``{envelope_id, command, text, payload, channel, user, visible, at}``."""
         return list(self._sm.command_answers)
 
     @property
@@ -932,11 +936,14 @@ class SocketModeApi:
                 self._call(setattr, self._sm, name, float(value))
         return property(get, set_, doc=doc)
 
-    ack_timeout = _sm_setting("ack_timeout", "Seconds an envelope waits for its ack before a retry (events) or a timeout (Slack: 3).")
+    ack_timeout = _sm_setting(
+        "ack_timeout", "Seconds an envelope waits for its ack before a retry (events) or a timeout (Slack: 3).")
     debug_reconnect_after = _sm_setting(
-        "debug_reconnect_after", "Seconds a ``&debug_reconnects=true`` connection lives before refresh_requested (Slack: about 360).")
+        "debug_reconnect_after",
+        "Seconds a ``&debug_reconnects=true`` connection lives before refresh_requested (Slack: about 360).")
     disconnect_close_after = _sm_setting(
-        "disconnect_close_after", "Seconds between a refresh_requested / too_many_websockets / link_disabled disconnect and the close.")
+        "disconnect_close_after",
+        "Seconds between a refresh_requested / too_many_websockets / link_disabled disconnect and the close.")
     socket_mode_ping_interval = _sm_setting(
         "ping_interval", "Seconds between the server's WebSocket pings on Socket Mode connections.")
     del _sm_setting
