@@ -427,7 +427,7 @@ async def test_disconnect_one_connection(sim):
 
 
 async def test_refresh_moves_new_envelopes_to_the_next_connection(sim):
-    sim.disconnect_close_after = 2.0
+    sim.disconnect_close_after = 1.0
     old = await (await SmSocket.open(sim)).hello()
     sim.socket_mode_disconnect("refresh_requested")
     assert (await old.recv())["reason"] == "refresh_requested"

@@ -810,8 +810,10 @@ class SocketMode:
         conn.retiring = True
         if conn in self.live:
             self.live.remove(conn)
+        # The close does not wait behind a backlog: what is still queued then
+        # was never sent, and goes to another connection (see _closed).
         conn.timers.append(asyncio.get_running_loop().call_later(
-            self.disconnect_close_after, conn.push, ("close", 1000, b"")))
+            self.disconnect_close_after, self.host._close_now, conn, 1000, b""))
 
     def enable(self) -> None:
         self.link_disabled = False
