@@ -50,10 +50,6 @@ def wait_sync(pred, timeout: float = TIMEOUT) -> bool:
     return True
 
 
-def events_api(frames):
-    return [f for f in frames if f.get("type") == "events_api"]
-
-
 # -- apps.connections.open ----------------------------------------------
 
 

@@ -369,9 +369,12 @@ class SocketMode:
                     if transport is None or transport.is_closing() or ws.closed:
                         queue.extendleft(reversed(sent))  # unsent: _closed() routes them elsewhere
                         raise ConnectionResetError
-                    transport.write(b"".join(parts))
+                    # Recorded before the write: the write's send() releases the
+                    # GIL, and a client in another thread of this process could
+                    # read the frames and look at the records before they exist.
                     if sent:
                         self._sent(conn, sent)
+                    transport.write(b"".join(parts))
                 if control is not None:
                     if control[0] == "raw":
                         await ws.send_frame(control[1], control[2])
