@@ -769,9 +769,12 @@ class SimWorkspace(SocketModeApi):
                 if parts:
                     if transport is None or transport.is_closing() or ws.closed:
                         raise ConnectionResetError
-                    transport.write(b"".join(parts))
+                    # Counted before the write: its send() releases the GIL, and a
+                    # client in another thread could read the frames and check
+                    # ``sent`` before the count was updated.
                     conn.seq = seq
                     self._sent[conn.number] = seq
+                    transport.write(b"".join(parts))
                 if control is not None:
                     if control[0] == "raw":
                         await ws.send_frame(control[1], control[2])
