@@ -538,11 +538,12 @@ class SocketMode:
                   "retry_attempt": env.attempt if env is not None else None,
                   "acked_at": now, "sent_at": env.sent_at if env is not None else None,
                   "payload": payload, "connection": conn.number, "late": late}
+        if env is not None and env.command is not None and not late:
+            self._answer_command(env, payload, now)
+        # Published last, so a thread that sees the ack (wait_for_ack) also sees what it caused.
         self.acks.append(record)
         if env is not None:
             self.acks_by_id.setdefault(envelope_id, record)
-        if env is not None and env.command is not None and not late:
-            self._answer_command(env, payload, now)
 
     async def _watch_acks(self) -> None:
         """Expire envelopes not acknowledged within ``ack_timeout`` of being written."""
