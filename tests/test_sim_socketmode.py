@@ -242,7 +242,7 @@ async def test_unacked_event_is_retried_three_times_then_given_up(sim):
 
 
 async def test_acked_events_are_not_retried(sim):
-    sim.ack_timeout = 0.5
+    sim.ack_timeout = 1.0
     sock = await (await SmSocket.open(sim)).hello()
     sim.burst(100)
     await wait_for(lambda: sim.events_dispatched > 0)
@@ -270,7 +270,7 @@ async def test_an_ack_after_the_retry_is_late(sim):
 
 
 async def test_unacked_events_come_back_on_the_next_connection_after_a_drop(sim):
-    sim.ack_timeout = 0.5
+    sim.ack_timeout = 1.5  # well past the drop, so the retries are all for the lost connection
     sock = await (await SmSocket.open(sim)).hello()
     sim.burst(60)
     await wait_for(lambda: sim.events_dispatched > 0)
@@ -298,8 +298,10 @@ async def test_unacked_events_come_back_on_the_next_connection_after_a_drop(sim)
 
 async def test_a_drop_mid_burst_loses_nothing(sim):
     """Acked before the drop, queued but unsent (moved as they are), written but unacked (retried): all arrive."""
-    sim.ack_timeout = 2.0  # above the time an envelope spends in the socket buffers before the client reads it
-    sim.burst_after_hello(5_000)
+    # Slack's 3 s: well above the time an envelope spends in the socket
+    # buffers before this client reads it, so no retry races its ack.
+    sim.ack_timeout = 3.0
+    sim.burst_after_hello(3_000)
     sock = await (await SmSocket.open(sim)).hello()
     n = sim.events_dispatched
     seen = set()
