@@ -270,6 +270,8 @@ class SocketMode:
         if len(self.live) >= MAX_CONNECTIONS:
             # The 11th gets no hello: Slack refuses it with this disconnect
             # (the sim's reading of "too_many_websockets"), then closes it.
+            # Connections already told to go do not count, so a client can
+            # replace all ten during a refresh (Slack does not say either way).
             self._disconnect(conn, "too_many_websockets")
         else:
             self.live.append(conn)
