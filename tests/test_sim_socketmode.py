@@ -801,3 +801,14 @@ async def test_bolt_async_app_with_async_socket_mode_handler(sim):
     finally:
         await handler.close_async()
     await wait_for(lambda: sim.socket_mode_connections == 0)
+
+
+def test_the_sim_imports_none_of_the_client():
+    """DESIGN.md: the simulated workspace (Socket Mode included) imports nothing of the client."""
+    import subprocess
+    import sys
+
+    code = "import sys, rtm_notebook.sim; print(' '.join(sorted(m for m in sys.modules if m.startswith('rtm_notebook'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert "rtm_notebook.sim.socketmode" in loaded
+    assert [m for m in loaded if m != "rtm_notebook" and not m.startswith("rtm_notebook.sim")] == []
