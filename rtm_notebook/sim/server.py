@@ -129,8 +129,8 @@ class SimWorkspace(SocketModeApi):
     ``with SimWorkspace(seed=1, rate=20) as sim:`` serves on 127.0.0.1 with an
     ephemeral port. Point any Slack client at ``sim.base_url`` with
     ``sim.token`` (Socket Mode clients also take ``sim.app_token``; see
-    :class:`~rtm_notebook.sim.socketmode.SocketModeApi`). The same seed gives the same workspace and the same
-    traffic. ``rate`` is generated events per second (``float("inf")`` sends
+    :class:`~rtm_notebook.sim.socketmode.SocketModeApi`). The same seed gives
+    the same workspace and the same traffic. ``rate`` is generated events per second (``float("inf")`` sends
     as fast as the sockets take them); traffic flows while a socket is open.
     """
 
@@ -626,7 +626,8 @@ class SimWorkspace(SocketModeApi):
         caller = self._tokens.get(token)
         if caller is None:
             # An app-level token opens Socket Mode connections and nothing else (Slack's rule too).
-            return _json({"ok": False, "error": "not_allowed_token_type" if token == self._sm.app_token else "invalid_auth"})
+            error = "not_allowed_token_type" if token == self._sm.app_token else "invalid_auth"
+            return _json({"ok": False, "error": error})
         try:
             if is_connect:
                 body = self._rtm_connect(request, caller, data, full=method == "rtm.start")
@@ -766,9 +767,12 @@ class SimWorkspace(SocketModeApi):
                 if parts:
                     if transport is None or transport.is_closing() or ws.closed:
                         raise ConnectionResetError
-                    transport.write(b"".join(parts))
+                    # Counted before the write: its send() releases the GIL, and a
+                    # client in another thread could read the frames and check
+                    # ``sent`` before the count was updated.
                     conn.seq = seq
                     self._sent[conn.number] = seq
+                    transport.write(b"".join(parts))
                 if control is not None:
                     if control[0] == "raw":
                         await ws.send_frame(control[1], control[2])

@@ -277,6 +277,8 @@ class SocketMode:
         if len(self.live) >= MAX_CONNECTIONS:
             # The 11th gets no hello: Slack refuses it with this disconnect
             # (the sim's reading of "too_many_websockets"), then closes it.
+            # Connections already told to go do not count, so a client can
+            # replace all ten during a refresh (Slack does not say either way).
             self._disconnect(conn, "too_many_websockets")
         else:
             self.live.append(conn)
@@ -376,9 +378,12 @@ class SocketMode:
                     if transport is None or transport.is_closing() or ws.closed:
                         queue.extendleft(reversed(sent))  # unsent: _closed() routes them elsewhere
                         raise ConnectionResetError
-                    transport.write(b"".join(parts))
+                    # Recorded before the write: the write's send() releases the
+                    # GIL, and a client in another thread of this process could
+                    # read the frames and look at the records before they exist.
                     if sent:
                         self._sent(conn, sent)
+                    transport.write(b"".join(parts))
                 if control is not None:
                     if control[0] == "raw":
                         await ws.send_frame(control[1], control[2])
@@ -542,11 +547,12 @@ class SocketMode:
                   "retry_attempt": env.attempt if env is not None else None,
                   "acked_at": now, "sent_at": env.sent_at if env is not None else None,
                   "payload": payload, "connection": conn.number, "late": late}
+        if env is not None and env.command is not None and not late:
+            self._answer_command(env, payload, now)
+        # Published last, so a thread that sees the ack (wait_for_ack) also sees what it caused.
         self.acks.append(record)
         if env is not None:
             self.acks_by_id.setdefault(envelope_id, record)
-        if env is not None and env.command is not None and not late:
-            self._answer_command(env, payload, now)
 
     async def _watch_acks(self) -> None:
         """Expire envelopes not acknowledged within ``ack_timeout`` of being written."""
@@ -817,8 +823,10 @@ class SocketMode:
         conn.retiring = True
         if conn in self.live:
             self.live.remove(conn)
+        # The close does not wait behind a backlog: what is still queued then
+        # was never sent, and goes to another connection (see _closed).
         conn.timers.append(asyncio.get_running_loop().call_later(
-            self.disconnect_close_after, conn.push, ("close", 1000, b"")))
+            self.disconnect_close_after, self.host._close_now, conn, 1000, b""))
 
     def enable(self) -> None:
         self.link_disabled = False
@@ -875,12 +883,14 @@ class SocketModeApi:
 
     @property
     def envelopes_sent(self) -> list[dict[str, Any]]:
-        """Every envelope written: ``{envelope_id, type, event_id, sim_seq, retry_attempt, retry_reason, connection, sent_at}``."""
+        """Every envelope written:
+        ``{envelope_id, type, event_id, sim_seq, retry_attempt, retry_reason, connection, sent_at}``."""
         return list(self._sm.envelopes_sent)
 
     @property
     def acks(self) -> list[dict[str, Any]]:
-        """Every ack received: ``{envelope_id, type, event_id, retry_attempt, acked_at, sent_at, payload, connection, late}``.
+        """Every ack received:
+        ``{envelope_id, type, event_id, retry_attempt, acked_at, sent_at, payload, connection, late}``.
 
         ``type`` is None for an envelope id the workspace never sent. ``late``:
         a retry had already been written (events), or the 3 s had passed
@@ -914,7 +924,8 @@ class SocketModeApi:
 
     @property
     def command_answers(self) -> list[dict[str, Any]]:
-        """Slash command answers from ack payloads: ``{envelope_id, command, text, payload, channel, user, visible, at}``."""
+        """Slash command answers from ack payloads:
+        ``{envelope_id, command, text, payload, channel, user, visible, at}``."""
         return list(self._sm.command_answers)
 
     @property
@@ -940,11 +951,14 @@ class SocketModeApi:
                 self._call(setattr, self._sm, name, float(value))
         return property(get, set_, doc=doc)
 
-    ack_timeout = _sm_setting("ack_timeout", "Seconds an envelope waits for its ack before a retry (events) or a timeout (Slack: 3).")
+    ack_timeout = _sm_setting(
+        "ack_timeout", "Seconds an envelope waits for its ack before a retry (events) or a timeout (Slack: 3).")
     debug_reconnect_after = _sm_setting(
-        "debug_reconnect_after", "Seconds a ``&debug_reconnects=true`` connection lives before refresh_requested (Slack: about 360).")
+        "debug_reconnect_after",
+        "Seconds a ``&debug_reconnects=true`` connection lives before refresh_requested (Slack: about 360).")
     disconnect_close_after = _sm_setting(
-        "disconnect_close_after", "Seconds between a refresh_requested / too_many_websockets / link_disabled disconnect and the close.")
+        "disconnect_close_after",
+        "Seconds between a refresh_requested / too_many_websockets / link_disabled disconnect and the close.")
     socket_mode_ping_interval = _sm_setting(
         "ping_interval", "Seconds between the server's WebSocket pings on Socket Mode connections.")
     del _sm_setting
