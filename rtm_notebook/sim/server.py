@@ -123,7 +123,364 @@ class _Conn:
         self.push(orjson.dumps(event))
 
 
-class SimWorkspace(SocketModeApi):
+class _RtmSockets:
+    """SimWorkspace's RTM sockets: rtm.connect/rtm.start, the socket handler, its sender and the client's frames.
+
+    A base class of :class:`SimWorkspace`, on whose loop and state it runs."""
+
+    def _rtm_connect(self, request: web.Request, caller: str, data: dict[str, Any], *, full: bool) -> dict[str, Any]:
+        args = Args(data)
+        now = time.monotonic()
+        for key in [k for k, t in self._tickets.items() if now - t.issued > 2 * URL_TTL]:
+            del self._tickets[key]
+        ticket = _Ticket(caller, self._expire_next, args.bool("batch_presence_aware"), args.bool("presence_sub"))
+        self._expire_next = False
+        key = secrets.token_urlsafe(18)
+        self._tickets[key] = ticket
+        ws, me = self._ws, self._ws.users[caller]
+        body: dict[str, Any] = {
+            "ok": True,
+            "url": f"ws://{_local_address(request)}/websocket/{key}",
+            "team": {"id": ws.team_id, "name": ws.team["name"], "domain": ws.team["domain"]},
+            "self": {"id": caller, "name": me["name"]},
+        }
+        if full:
+            convs = list(ws.conversations.values())
+            body.update(
+                self={"id": caller, "name": me["name"], "prefs": {"emoji_use": "default", "tz": me["tz"]},
+                      "created": me["updated"], "manual_presence": "active"},
+                team=dict(ws.team),
+                users=[dict(u) for u in ws.users.values()],
+                channels=[dict(c.to_api(caller), members=sorted(c.members)) for c in convs if c.kind == "public"],
+                groups=[dict(c.to_api(caller), members=sorted(c.members)) for c in convs
+                        if c.kind == "private" and caller in c.members],
+                ims=[c.to_api(caller) for c in convs if c.kind == "im" and caller in c.members],
+                bots=[dict(b) for b in ws.bots],
+                mpims=[],
+                cache_ts=int(time.time()),
+                latest_event_ts=ws.clock.next(),
+            )
+        return body
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = self._tickets.get(request.match_info["ticket"])
+        if ticket is None:
+            # Not a URL this workspace handed out: refuse the handshake.
+            return _json({"ok": False, "error": "invalid_url"}, status=404)
+        # autoping off: a stalled server must not answer protocol pings either.
+        # autoclose off: the reader answers a client's close itself (see _close_now).
+        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, timeout=CLOSE_TIMEOUT,
+                                   autoping=False, autoclose=False)
+        await ws.prepare(request)
+        self._conn_count += 1
+        conn = _Conn(self._conn_count, ticket.user, ws, request, ticket)
+        conn.sender = self._spawn(self._sender(conn))
+        if ticket.used or ticket.expired or time.monotonic() - ticket.issued > URL_TTL:
+            # Slack: a stale (or reused: URLs are single-use) URL gets this, then the close.
+            conn.send({"type": "error", "error": E_EXPIRED})
+            conn.push(("close", 1000, b""))
+            conn.ignore_input = True
+        else:
+            ticket.used = True
+            conn.send({"type": "hello"})
+            self._conns[conn.number] = conn
+            self._socket_opened()
+        try:
+            while True:
+                msg = await ws.receive()
+                kind = msg.type
+                if kind is WSMsgType.TEXT:
+                    if not (conn.ignore_input or conn.closing):
+                        self._on_client_frame(conn, msg.data)
+                elif kind is WSMsgType.BINARY:
+                    if not (conn.ignore_input or conn.closing):
+                        conn.send({"type": "error", "error": {"code": E_BAD_FRAME,
+                                                              "msg": "binary frames are not supported; send JSON text"}})
+                elif kind is WSMsgType.PING:
+                    if not self._stalled:
+                        await ws.pong(msg.data)
+                elif kind is WSMsgType.CLOSE:
+                    if conn.closing:  # the answer to our close frame: the handshake is done
+                        conn.request.transport.close()
+                    else:  # the client closes: answer with 1000 and hang up
+                        conn.closing = True
+                        await ws.close(drain=False)
+                    break
+                elif kind is not WSMsgType.PONG:
+                    # CLOSED, or ERROR: a frame over the limit (aiohttp has
+                    # sent close 1009) or a broken connection.
+                    break
+        finally:
+            self._conns.pop(conn.number, None)
+            conn.closing = True
+            conn.sender.cancel()
+        return ws
+
+    async def _sender(self, conn: _Conn) -> None:
+        """Write the socket's queue in order, many frames per transport write.
+
+        Events are framed here rather than by aiohttp, which awaits once and
+        writes once per frame: the firehose needs a slice of frames joined
+        into one write. A server frame is unmasked (RFC 6455 section 5.2), so
+        framing is a 2-10 byte header per payload. Control items (raw frames
+        with another opcode, close) follow the batch.
+        """
+        ws, queue = conn.ws, conn.queue
+        transport = conn.request.transport
+        try:
+            # ws.closed turns true as soon as aiohttp starts a close (for
+            # example after a frame over the limit): nothing may follow it.
+            while not conn.closing and not ws.closed:
+                if not queue or self._stalled:
+                    conn.wake.clear()
+                    await conn.wake.wait()
+                    continue
+                parts: list[bytes] = []
+                seq = conn.seq
+                control = None
+                while queue and len(parts) < 2 * SEND_SLICE:  # two parts per frame
+                    item = queue.popleft()
+                    if type(item) is not bytes:
+                        control = item
+                        break
+                    seq += 1
+                    payload = item[:-1] + b',"sim_seq":%d}' % seq
+                    parts.append(_text_header(len(payload)))
+                    parts.append(payload)
+                if parts:
+                    if transport is None or transport.is_closing() or ws.closed:
+                        raise ConnectionResetError
+                    # Counted before the write: its send() releases the GIL, and a
+                    # client in another thread could read the frames and check
+                    # ``sent`` before the count was updated.
+                    conn.seq = seq
+                    self._sent[conn.number] = seq
+                    transport.write(b"".join(parts))
+                if control is not None:
+                    if control[0] == "raw":
+                        await ws.send_frame(control[1], control[2])
+                    else:
+                        self._close_now(conn, control[1], control[2])
+                        return
+                # Let the peer catch up before queueing more in the kernel's
+                # buffers, and let the loop's other work run between slices.
+                while transport.get_write_buffer_size() > WRITE_BUFFER_HIGH and not transport.is_closing():
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0)
+        except ConnectionError:
+            conn.closing = True  # the peer went away; the reader notices too
+
+    def _on_client_frame(self, conn: _Conn, text: str) -> None:
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            frame = None
+        if not isinstance(frame, dict):
+            conn.send({"type": "error", "error": {"code": E_BAD_FRAME, "msg": "frames must be JSON objects"}})
+            return
+        self._received.append(frame)
+        kind = frame.get("type")
+        msg_id = frame.get("id")
+        if kind == "ping":
+            if not self._stalled:
+                pong = {k: v for k, v in frame.items() if k not in ("type", "id")}
+                pong["type"] = "pong"
+                pong["reply_to"] = msg_id
+                conn.send(pong)
+            return
+        if kind in ("presence_sub", "presence_query"):
+            self._on_presence(conn, frame, kind, msg_id)
+            return
+        if kind in ("message", "typing") and not self._take_token(conn):
+            conn.send({"ok": False, "reply_to": msg_id, "error": E_SLOW_DOWN})
+            conn.push(("close", 1008, b"too many messages"))
+            conn.ignore_input = True
+            return
+        if kind == "message":
+            self._on_message(conn, frame, msg_id)
+        elif kind == "typing":
+            conv = self._ws.conversation(frame.get("channel")) if isinstance(frame.get("channel"), str) else None
+            # Slack ignores typing for a channel you cannot see, so does the sim.
+            if conv is not None and self._ws.visible(conv, conn.user):
+                self._broadcast({"type": "user_typing", "channel": conv.id, "user": conn.user}, exclude=conn)
+        else:
+            conn.send({"ok": False, "reply_to": msg_id, "error": E_UNSUPPORTED})
+
+    def _take_token(self, conn: _Conn) -> bool:
+        now = time.monotonic()
+        conn.tokens = min(BUCKET_SIZE, conn.tokens + (now - conn.refilled) * BUCKET_RATE)
+        conn.refilled = now
+        if conn.tokens < 1.0:
+            return False
+        conn.tokens -= 1.0
+        return True
+
+    def _on_message(self, conn: _Conn, frame: dict[str, Any], msg_id: Any) -> None:
+        def fail(error: dict[str, Any]) -> None:
+            conn.send({"ok": False, "reply_to": msg_id, "error": error})
+
+        channel, text, thread_ts = frame.get("channel"), frame.get("text"), frame.get("thread_ts")
+        conv = self._ws.conversation(channel) if isinstance(channel, str) else None
+        if conv is None or not self._ws.visible(conv, conn.user):
+            return fail(E_NO_CHANNEL)
+        if conn.user not in conv.members:
+            return fail(E_NOT_IN_CHANNEL)
+        if not isinstance(text, str) or not text:
+            return fail(E_NO_TEXT)
+        if len(text) > RTM_MAX_TEXT:
+            return fail(E_TOO_LONG)
+        try:
+            msg, event = self._api.new_message(conv, conn.user, text, thread_ts if isinstance(thread_ts, str) else None)
+        except ApiError as exc:
+            return fail({"code": E_BAD_FRAME, "msg": exc.error})
+        conn.send({"ok": True, "reply_to": msg_id, "ts": msg["ts"], "text": text})
+        self._broadcast(event, exclude=conn)
+
+    def _on_presence(self, conn: _Conn, frame: dict[str, Any], kind: str, msg_id: Any) -> None:
+        ids = frame.get("ids")
+        if not isinstance(ids, list) or len(ids) > 500 or not all(isinstance(i, str) for i in ids):
+            conn.send({"ok": False, "reply_to": msg_id,
+                       "error": {"code": E_BAD_FRAME, "msg": "ids must be a list of at most 500 user IDs"}})
+            return
+        if kind == "presence_sub":
+            conn.subs = set(ids)
+        known = [u for u in ids if u in self._ws.presence]
+        if conn.batch_presence:
+            for presence in ("active", "away"):
+                users = [u for u in known if self._ws.presence[u] == presence]
+                if users:
+                    conn.send({"type": "presence_change", "users": users, "presence": presence})
+        else:
+            for user in known:
+                conn.send({"type": "presence_change", "user": user, "presence": self._ws.presence[user]})
+
+
+class _Faults:
+    """The RTM faults a test arms on SimWorkspace, each callable from any thread while it runs.
+
+    A base class of :class:`SimWorkspace`."""
+
+    def drop_connections(self) -> None:
+        """Abort every socket's TCP connection (RTM and Socket Mode): no close frame, no goodbye."""
+        def drop() -> None:
+            for conn in self._all_conns():
+                conn.closing = True
+                if conn.request.transport is not None:
+                    conn.request.transport.abort()
+        self._call(drop)
+
+    def send_goodbye(self) -> None:
+        """Send ``goodbye`` on every RTM socket (after what is queued), then close it.
+
+        Socket Mode has no goodbye: see ``socket_mode_disconnect``.
+        """
+        def goodbye() -> None:
+            for conn in self._conns.values():
+                conn.send({"type": "goodbye"})
+                conn.push(("close", 1000, b""))
+        self._call(goodbye)
+
+    def close_sockets(self, code: int = 1000, reason: str = "") -> None:
+        """Close every socket (RTM and Socket Mode) now with this close code."""
+        if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+            raise ValueError(f"{code} is not a close code a server may send; use 1000-1003, 1007-1014 or 3000-4999")
+        if len(reason.encode()) > 123:
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
+
+        def close() -> None:
+            for conn in self._all_conns():
+                self._close_now(conn, code, reason.encode())
+        self._call(close)
+
+    def _close_now(self, conn: _Conn, code: int, reason: bytes) -> None:
+        """Send a close frame now; the reader completes the handshake.
+
+        The frame is written here instead of by ``ws.close()``: called from
+        another task while the reader waits, aiohttp closes the TCP
+        connection without waiting for the client's close frame, and a
+        client still sending then gets a reset that loses what was in
+        flight (the close frame included).
+        """
+        if conn.closing:
+            return
+        conn.closing = True
+        transport = conn.request.transport
+        if transport is None or transport.is_closing() or conn.ws.closed:
+            return
+        payload = code.to_bytes(2, "big") + reason
+        transport.write(bytes((0x88, len(payload))) + payload)
+        # A client that never answers the close loses its connection.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def stall(self, seconds: float | None = None) -> None:
+        """Stop answering pings and stop sending, for ``seconds`` (None: until ``stall(0)``).
+
+        Nothing is lost: events queue up and go out when the stall ends.
+        """
+        def apply() -> None:
+            if self._stall_handle is not None:
+                self._stall_handle.cancel()
+                self._stall_handle = None
+            if seconds is not None and seconds <= 0:
+                self._unstall()
+                return
+            self._stalled = True
+            if seconds is not None:
+                self._stall_handle = self._loop.call_later(seconds, self._unstall)
+        self._call(apply)
+
+    def _unstall(self) -> None:
+        self._stalled = False
+        self._stall_handle = None
+        for conn in self._all_conns():
+            conn.wake.set()
+
+    def send_malformed(self, kind: str) -> None:
+        """Send one malformed frame on every socket (RTM and Socket Mode); ``kind`` is one of MALFORMED_KINDS.
+
+        Malformed frames carry no ``sim_seq`` and are not counted in ``sent``.
+        """
+        frames = {
+            "not_json": (b"this is not JSON {", WSMsgType.TEXT),
+            "binary": (b"\x00\x01\x02binary frame", WSMsgType.BINARY),
+            "no_type": (b'{"channel":"C0","text":"an event without a type"}', WSMsgType.TEXT),
+            "array": (b'[{"type":"message","text":"inside an array"}]', WSMsgType.TEXT),
+            "huge": (orjson.dumps({"type": "message", "channel": "C0", "user": self._ws.humans[0],
+                                   "text": "x" * (2 << 20), "ts": "0000000000.000000"}), WSMsgType.TEXT),
+            "nested": (b'{"type":"message","text":"deep","nested":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                       WSMsgType.TEXT),
+            # Text frames must be valid UTF-8, so invalid bytes travel as binary.
+            "bad_utf8": (b'{"type":"message","text":"\xff\xfe\xc3\x28"}', WSMsgType.BINARY),
+        }
+        if kind not in frames:
+            raise ValueError(f"unknown malformed kind {kind!r}; use one of {', '.join(MALFORMED_KINDS)}")
+        data, opcode = frames[kind]
+
+        def send() -> None:
+            for conn in self._all_conns():
+                conn.push(("raw", data, opcode))
+        self._call(send)
+
+    def rate_limit_connect(self, calls: int, retry_after: int = 1) -> None:
+        """Answer the next ``calls`` rtm.connect/rtm.start with HTTP 429 and ``Retry-After``."""
+        def apply() -> None:
+            self._rate_limit_calls, self.retry_after = calls, retry_after
+        self._call(apply)
+
+    def fail_connect(self, error: str, calls: int = 1) -> None:
+        """Answer the next ``calls`` rtm.connect/rtm.start with ``{"ok": false, "error": error}``."""
+        def apply() -> None:
+            self._fail_error, self._fail_calls = error, calls
+        self._call(apply)
+
+    def expire_next_url(self) -> None:
+        """The next socket URL handed out (rtm.connect, rtm.start or apps.connections.open) is already expired."""
+        def apply() -> None:
+            self._expire_next = True
+        self._call(apply)
+
+
+class SimWorkspace(_RtmSockets, _Faults, SocketModeApi):
     """A simulated Slack workspace: Web API + RTM + Socket Mode over real loopback sockets.
 
     ``with SimWorkspace(seed=1, rate=20) as sim:`` serves on 127.0.0.1 with an
@@ -471,127 +828,6 @@ class SimWorkspace(SocketModeApi):
             emitted += due
             await asyncio.sleep(0)
 
-    # -- faults --------------------------------------------------------
-
-    def drop_connections(self) -> None:
-        """Abort every socket's TCP connection (RTM and Socket Mode): no close frame, no goodbye."""
-        def drop() -> None:
-            for conn in self._all_conns():
-                conn.closing = True
-                if conn.request.transport is not None:
-                    conn.request.transport.abort()
-        self._call(drop)
-
-    def send_goodbye(self) -> None:
-        """Send ``goodbye`` on every RTM socket (after what is queued), then close it.
-
-        Socket Mode has no goodbye: see ``socket_mode_disconnect``.
-        """
-        def goodbye() -> None:
-            for conn in self._conns.values():
-                conn.send({"type": "goodbye"})
-                conn.push(("close", 1000, b""))
-        self._call(goodbye)
-
-    def close_sockets(self, code: int = 1000, reason: str = "") -> None:
-        """Close every socket (RTM and Socket Mode) now with this close code."""
-        if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
-            raise ValueError(f"{code} is not a close code a server may send; use 1000-1003, 1007-1014 or 3000-4999")
-        if len(reason.encode()) > 123:
-            raise ValueError("a close reason is at most 123 bytes of UTF-8")
-
-        def close() -> None:
-            for conn in self._all_conns():
-                self._close_now(conn, code, reason.encode())
-        self._call(close)
-
-    def _close_now(self, conn: _Conn, code: int, reason: bytes) -> None:
-        """Send a close frame now; the reader completes the handshake.
-
-        The frame is written here instead of by ``ws.close()``: called from
-        another task while the reader waits, aiohttp closes the TCP
-        connection without waiting for the client's close frame, and a
-        client still sending then gets a reset that loses what was in
-        flight (the close frame included).
-        """
-        if conn.closing:
-            return
-        conn.closing = True
-        transport = conn.request.transport
-        if transport is None or transport.is_closing() or conn.ws.closed:
-            return
-        payload = code.to_bytes(2, "big") + reason
-        transport.write(bytes((0x88, len(payload))) + payload)
-        # A client that never answers the close loses its connection.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
-
-    def stall(self, seconds: float | None = None) -> None:
-        """Stop answering pings and stop sending, for ``seconds`` (None: until ``stall(0)``).
-
-        Nothing is lost: events queue up and go out when the stall ends.
-        """
-        def apply() -> None:
-            if self._stall_handle is not None:
-                self._stall_handle.cancel()
-                self._stall_handle = None
-            if seconds is not None and seconds <= 0:
-                self._unstall()
-                return
-            self._stalled = True
-            if seconds is not None:
-                self._stall_handle = self._loop.call_later(seconds, self._unstall)
-        self._call(apply)
-
-    def _unstall(self) -> None:
-        self._stalled = False
-        self._stall_handle = None
-        for conn in self._all_conns():
-            conn.wake.set()
-
-    def send_malformed(self, kind: str) -> None:
-        """Send one malformed frame on every socket (RTM and Socket Mode); ``kind`` is one of MALFORMED_KINDS.
-
-        Malformed frames carry no ``sim_seq`` and are not counted in ``sent``.
-        """
-        frames = {
-            "not_json": (b"this is not JSON {", WSMsgType.TEXT),
-            "binary": (b"\x00\x01\x02binary frame", WSMsgType.BINARY),
-            "no_type": (b'{"channel":"C0","text":"an event without a type"}', WSMsgType.TEXT),
-            "array": (b'[{"type":"message","text":"inside an array"}]', WSMsgType.TEXT),
-            "huge": (orjson.dumps({"type": "message", "channel": "C0", "user": self._ws.humans[0],
-                                   "text": "x" * (2 << 20), "ts": "0000000000.000000"}), WSMsgType.TEXT),
-            "nested": (b'{"type":"message","text":"deep","nested":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-                       WSMsgType.TEXT),
-            # Text frames must be valid UTF-8, so invalid bytes travel as binary.
-            "bad_utf8": (b'{"type":"message","text":"\xff\xfe\xc3\x28"}', WSMsgType.BINARY),
-        }
-        if kind not in frames:
-            raise ValueError(f"unknown malformed kind {kind!r}; use one of {', '.join(MALFORMED_KINDS)}")
-        data, opcode = frames[kind]
-
-        def send() -> None:
-            for conn in self._all_conns():
-                conn.push(("raw", data, opcode))
-        self._call(send)
-
-    def rate_limit_connect(self, calls: int, retry_after: int = 1) -> None:
-        """Answer the next ``calls`` rtm.connect/rtm.start with HTTP 429 and ``Retry-After``."""
-        def apply() -> None:
-            self._rate_limit_calls, self.retry_after = calls, retry_after
-        self._call(apply)
-
-    def fail_connect(self, error: str, calls: int = 1) -> None:
-        """Answer the next ``calls`` rtm.connect/rtm.start with ``{"ok": false, "error": error}``."""
-        def apply() -> None:
-            self._fail_error, self._fail_calls = error, calls
-        self._call(apply)
-
-    def expire_next_url(self) -> None:
-        """The next socket URL handed out (rtm.connect, rtm.start or apps.connections.open) is already expired."""
-        def apply() -> None:
-            self._expire_next = True
-        self._call(apply)
-
     # -- Web API -------------------------------------------------------
 
     async def _handle_api(self, request: web.Request) -> web.Response:
@@ -643,233 +879,6 @@ class SimWorkspace(SocketModeApi):
             self._broadcast(event)
         return _json(body)
 
-    def _rtm_connect(self, request: web.Request, caller: str, data: dict[str, Any], *, full: bool) -> dict[str, Any]:
-        args = Args(data)
-        now = time.monotonic()
-        for key in [k for k, t in self._tickets.items() if now - t.issued > 2 * URL_TTL]:
-            del self._tickets[key]
-        ticket = _Ticket(caller, self._expire_next, args.bool("batch_presence_aware"), args.bool("presence_sub"))
-        self._expire_next = False
-        key = secrets.token_urlsafe(18)
-        self._tickets[key] = ticket
-        ws, me = self._ws, self._ws.users[caller]
-        body: dict[str, Any] = {
-            "ok": True,
-            "url": f"ws://{_local_address(request)}/websocket/{key}",
-            "team": {"id": ws.team_id, "name": ws.team["name"], "domain": ws.team["domain"]},
-            "self": {"id": caller, "name": me["name"]},
-        }
-        if full:
-            convs = list(ws.conversations.values())
-            body.update(
-                self={"id": caller, "name": me["name"], "prefs": {"emoji_use": "default", "tz": me["tz"]},
-                      "created": me["updated"], "manual_presence": "active"},
-                team=dict(ws.team),
-                users=[dict(u) for u in ws.users.values()],
-                channels=[dict(c.to_api(caller), members=sorted(c.members)) for c in convs if c.kind == "public"],
-                groups=[dict(c.to_api(caller), members=sorted(c.members)) for c in convs
-                        if c.kind == "private" and caller in c.members],
-                ims=[c.to_api(caller) for c in convs if c.kind == "im" and caller in c.members],
-                bots=[dict(b) for b in ws.bots],
-                mpims=[],
-                cache_ts=int(time.time()),
-                latest_event_ts=ws.clock.next(),
-            )
-        return body
-
-    # -- RTM socket ----------------------------------------------------
-
-    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
-        ticket = self._tickets.get(request.match_info["ticket"])
-        if ticket is None:
-            # Not a URL this workspace handed out: refuse the handshake.
-            return _json({"ok": False, "error": "invalid_url"}, status=404)
-        # autoping off: a stalled server must not answer protocol pings either.
-        # autoclose off: the reader answers a client's close itself (see _close_now).
-        ws = web.WebSocketResponse(max_msg_size=MAX_CLIENT_FRAME, compress=False, timeout=CLOSE_TIMEOUT,
-                                   autoping=False, autoclose=False)
-        await ws.prepare(request)
-        self._conn_count += 1
-        conn = _Conn(self._conn_count, ticket.user, ws, request, ticket)
-        conn.sender = self._spawn(self._sender(conn))
-        if ticket.used or ticket.expired or time.monotonic() - ticket.issued > URL_TTL:
-            # Slack: a stale (or reused: URLs are single-use) URL gets this, then the close.
-            conn.send({"type": "error", "error": E_EXPIRED})
-            conn.push(("close", 1000, b""))
-            conn.ignore_input = True
-        else:
-            ticket.used = True
-            conn.send({"type": "hello"})
-            self._conns[conn.number] = conn
-            self._socket_opened()
-        try:
-            while True:
-                msg = await ws.receive()
-                kind = msg.type
-                if kind is WSMsgType.TEXT:
-                    if not (conn.ignore_input or conn.closing):
-                        self._on_client_frame(conn, msg.data)
-                elif kind is WSMsgType.BINARY:
-                    if not (conn.ignore_input or conn.closing):
-                        conn.send({"type": "error", "error": {"code": E_BAD_FRAME,
-                                                              "msg": "binary frames are not supported; send JSON text"}})
-                elif kind is WSMsgType.PING:
-                    if not self._stalled:
-                        await ws.pong(msg.data)
-                elif kind is WSMsgType.CLOSE:
-                    if conn.closing:  # the answer to our close frame: the handshake is done
-                        conn.request.transport.close()
-                    else:  # the client closes: answer with 1000 and hang up
-                        conn.closing = True
-                        await ws.close(drain=False)
-                    break
-                elif kind is not WSMsgType.PONG:
-                    # CLOSED, or ERROR: a frame over the limit (aiohttp has
-                    # sent close 1009) or a broken connection.
-                    break
-        finally:
-            self._conns.pop(conn.number, None)
-            conn.closing = True
-            conn.sender.cancel()
-        return ws
-
-    async def _sender(self, conn: _Conn) -> None:
-        """Write the socket's queue in order, many frames per transport write.
-
-        Events are framed here rather than by aiohttp, which awaits once and
-        writes once per frame: the firehose needs a slice of frames joined
-        into one write. A server frame is unmasked (RFC 6455 section 5.2), so
-        framing is a 2-10 byte header per payload. Control items (raw frames
-        with another opcode, close) follow the batch.
-        """
-        ws, queue = conn.ws, conn.queue
-        transport = conn.request.transport
-        try:
-            # ws.closed turns true as soon as aiohttp starts a close (for
-            # example after a frame over the limit): nothing may follow it.
-            while not conn.closing and not ws.closed:
-                if not queue or self._stalled:
-                    conn.wake.clear()
-                    await conn.wake.wait()
-                    continue
-                parts: list[bytes] = []
-                seq = conn.seq
-                control = None
-                while queue and len(parts) < 2 * SEND_SLICE:  # two parts per frame
-                    item = queue.popleft()
-                    if type(item) is not bytes:
-                        control = item
-                        break
-                    seq += 1
-                    payload = item[:-1] + b',"sim_seq":%d}' % seq
-                    parts.append(_text_header(len(payload)))
-                    parts.append(payload)
-                if parts:
-                    if transport is None or transport.is_closing() or ws.closed:
-                        raise ConnectionResetError
-                    # Counted before the write: its send() releases the GIL, and a
-                    # client in another thread could read the frames and check
-                    # ``sent`` before the count was updated.
-                    conn.seq = seq
-                    self._sent[conn.number] = seq
-                    transport.write(b"".join(parts))
-                if control is not None:
-                    if control[0] == "raw":
-                        await ws.send_frame(control[1], control[2])
-                    else:
-                        self._close_now(conn, control[1], control[2])
-                        return
-                # Let the peer catch up before queueing more in the kernel's
-                # buffers, and let the loop's other work run between slices.
-                while transport.get_write_buffer_size() > WRITE_BUFFER_HIGH and not transport.is_closing():
-                    await asyncio.sleep(0.001)
-                await asyncio.sleep(0)
-        except ConnectionError:
-            conn.closing = True  # the peer went away; the reader notices too
-
-    def _on_client_frame(self, conn: _Conn, text: str) -> None:
-        try:
-            frame = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            frame = None
-        if not isinstance(frame, dict):
-            conn.send({"type": "error", "error": {"code": E_BAD_FRAME, "msg": "frames must be JSON objects"}})
-            return
-        self._received.append(frame)
-        kind = frame.get("type")
-        msg_id = frame.get("id")
-        if kind == "ping":
-            if not self._stalled:
-                pong = {k: v for k, v in frame.items() if k not in ("type", "id")}
-                pong["type"] = "pong"
-                pong["reply_to"] = msg_id
-                conn.send(pong)
-            return
-        if kind in ("presence_sub", "presence_query"):
-            self._on_presence(conn, frame, kind, msg_id)
-            return
-        if kind in ("message", "typing") and not self._take_token(conn):
-            conn.send({"ok": False, "reply_to": msg_id, "error": E_SLOW_DOWN})
-            conn.push(("close", 1008, b"too many messages"))
-            conn.ignore_input = True
-            return
-        if kind == "message":
-            self._on_message(conn, frame, msg_id)
-        elif kind == "typing":
-            conv = self._ws.conversation(frame.get("channel")) if isinstance(frame.get("channel"), str) else None
-            # Slack ignores typing for a channel you cannot see, so does the sim.
-            if conv is not None and self._ws.visible(conv, conn.user):
-                self._broadcast({"type": "user_typing", "channel": conv.id, "user": conn.user}, exclude=conn)
-        else:
-            conn.send({"ok": False, "reply_to": msg_id, "error": E_UNSUPPORTED})
-
-    def _take_token(self, conn: _Conn) -> bool:
-        now = time.monotonic()
-        conn.tokens = min(BUCKET_SIZE, conn.tokens + (now - conn.refilled) * BUCKET_RATE)
-        conn.refilled = now
-        if conn.tokens < 1.0:
-            return False
-        conn.tokens -= 1.0
-        return True
-
-    def _on_message(self, conn: _Conn, frame: dict[str, Any], msg_id: Any) -> None:
-        def fail(error: dict[str, Any]) -> None:
-            conn.send({"ok": False, "reply_to": msg_id, "error": error})
-
-        channel, text, thread_ts = frame.get("channel"), frame.get("text"), frame.get("thread_ts")
-        conv = self._ws.conversation(channel) if isinstance(channel, str) else None
-        if conv is None or not self._ws.visible(conv, conn.user):
-            return fail(E_NO_CHANNEL)
-        if conn.user not in conv.members:
-            return fail(E_NOT_IN_CHANNEL)
-        if not isinstance(text, str) or not text:
-            return fail(E_NO_TEXT)
-        if len(text) > RTM_MAX_TEXT:
-            return fail(E_TOO_LONG)
-        try:
-            msg, event = self._api.new_message(conv, conn.user, text, thread_ts if isinstance(thread_ts, str) else None)
-        except ApiError as exc:
-            return fail({"code": E_BAD_FRAME, "msg": exc.error})
-        conn.send({"ok": True, "reply_to": msg_id, "ts": msg["ts"], "text": text})
-        self._broadcast(event, exclude=conn)
-
-    def _on_presence(self, conn: _Conn, frame: dict[str, Any], kind: str, msg_id: Any) -> None:
-        ids = frame.get("ids")
-        if not isinstance(ids, list) or len(ids) > 500 or not all(isinstance(i, str) for i in ids):
-            conn.send({"ok": False, "reply_to": msg_id,
-                       "error": {"code": E_BAD_FRAME, "msg": "ids must be a list of at most 500 user IDs"}})
-            return
-        if kind == "presence_sub":
-            conn.subs = set(ids)
-        known = [u for u in ids if u in self._ws.presence]
-        if conn.batch_presence:
-            for presence in ("active", "away"):
-                users = [u for u in known if self._ws.presence[u] == presence]
-                if users:
-                    conn.send({"type": "presence_change", "users": users, "presence": presence})
-        else:
-            for user in known:
-                conn.send({"type": "presence_change", "user": user, "presence": self._ws.presence[user]})
 
 
 async def _read_args(request: web.Request) -> dict[str, Any]:

@@ -147,7 +147,294 @@ class _SocketConn:
         self.push(orjson.dumps(frame))
 
 
-class SocketMode:
+class _Interactions:
+    """What people do that reaches an app as slash commands and interactive payloads, and the response_url they answer to.
+
+    A base class of :class:`SocketMode`, on whose state it runs."""
+
+    def _person(self, user: str | None) -> dict[str, Any]:
+        ws = self.host._ws
+        uid = ws.humans[0] if user is None else ws.user_id(user)
+        if uid is None:
+            raise ValueError(f"no user {user!r} in this workspace; pick an id or name from sim.users")
+        return ws.users[uid]
+
+    def _conversation(self, channel: str | None):
+        conv = self.host._ws.conversation("general" if channel is None else channel)
+        if conv is None:
+            raise ValueError(f"no channel {channel!r} in this workspace; pick an id or name from sim.channels")
+        return conv
+
+    def _trigger_id(self) -> str:
+        return f"{secrets.randbelow(10**13)}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
+
+    def _response_url(self, kind: str, envelope_id: str) -> str:
+        path = f"/{kind}/{self.host._ws.team_id}/{secrets.randbelow(10**13)}/{secrets.token_urlsafe(18)}"
+        self._response_urls[path] = envelope_id
+        return self.host.base_url[: -len("/api/")] + path
+
+    def _inject(self, type_: str, payload: dict[str, Any], envelope_id: str, command: dict[str, Any] | None = None,
+                accepts: bool = False) -> str:
+        data = orjson.dumps({"envelope_id": envelope_id, "payload": payload, "type": type_,
+                             "accepts_response_payload": accepts})
+        env = _Envelope(type_, data, envelope_id, command=command)
+        self._remember(env)
+        self._route(env)
+        return envelope_id
+
+    def slash_command(self, command: str, text: str, user: str | None, channel: str | None) -> str:
+        if not command.startswith("/"):
+            raise ValueError(f"a slash command starts with '/', e.g. '/deploy'; got {command!r}")
+        person, conv = self._person(user), self._conversation(channel)
+        ws = self.host._ws
+        envelope_id = str(uuid.uuid4())
+        # Slack sends a slash command's fields as strings, as the HTTP form it mirrors.
+        payload = {
+            "token": self.verification_token, "team_id": ws.team_id, "team_domain": ws.team["domain"],
+            "channel_id": conv.id, "channel_name": conv.name if conv.kind != "im" else "directmessage",
+            "user_id": person["id"], "user_name": person["name"], "command": command, "text": text,
+            "api_app_id": self.app_id, "is_enterprise_install": "false",
+            "response_url": self._response_url("commands", envelope_id), "trigger_id": self._trigger_id(),
+        }
+        record = {"envelope_id": envelope_id, "command": command, "text": text, "user": person["id"],
+                  "channel": conv.id, "timed_out": False}
+        return self._inject("slash_commands", payload, envelope_id, command=record, accepts=True)
+
+    def _interactive_base(self, type_: str, person: dict[str, Any]) -> dict[str, Any]:
+        ws = self.host._ws
+        return {"type": type_, "token": self.verification_token, "api_app_id": self.app_id,
+                "team": {"id": ws.team_id, "domain": ws.team["domain"]}, "enterprise": None,
+                "is_enterprise_install": False,
+                "user": {"id": person["id"], "username": person["name"], "name": person["name"],
+                         "team_id": ws.team_id},
+                "trigger_id": self._trigger_id()}
+
+    def _message_context(self, payload: dict[str, Any], channel: str | None, message_ts: str, envelope_id: str) -> None:
+        conv = self._conversation(channel)
+        message = conv.messages.get(message_ts)
+        if message is None:
+            raise ValueError(f"no message with ts {message_ts!r} in {conv.name or conv.id}; "
+                             "use the ts of a message posted there")
+        payload["channel"] = {"id": conv.id, "name": conv.name if conv.kind != "im" else "directmessage"}
+        payload["message"] = dict(message)
+        payload["response_url"] = self._response_url("actions", envelope_id)
+        payload["container"] = {"type": "message", "message_ts": message_ts, "channel_id": conv.id,
+                                "is_ephemeral": False}
+
+    def block_action(self, action_id: str, value: str | None, user: str | None, channel: str | None,
+                     message_ts: str | None, block_id: str | None) -> str:
+        person = self._person(user)
+        envelope_id = str(uuid.uuid4())
+        payload = self._interactive_base("block_actions", person)
+        action_ts = f"{time.time():.6f}"
+        action = {"action_id": action_id, "block_id": block_id or secrets.token_urlsafe(4),
+                  "type": "button", "action_ts": action_ts,
+                  "text": {"type": "plain_text", "text": action_id, "emoji": True}}
+        if value is not None:
+            action["value"] = value
+        if message_ts is not None:
+            self._message_context(payload, channel, message_ts, envelope_id)
+        else:
+            # No message: the button is in a view (the App Home), which has no response_url.
+            if channel is not None:
+                raise ValueError("channel needs message_ts: a block action in a channel comes from a message")
+            payload["container"] = {"type": "view", "view_id": "V" + secrets.token_hex(5).upper()}
+        payload["state"] = {"values": {}}
+        payload["actions"] = [action]
+        return self._inject("interactive", payload, envelope_id)
+
+    def shortcut(self, callback_id: str, user: str | None, channel: str | None, message_ts: str | None) -> str:
+        person = self._person(user)
+        envelope_id = str(uuid.uuid4())
+        if message_ts is None:  # a global shortcut
+            if channel is not None:
+                raise ValueError("channel needs message_ts: a message shortcut acts on a message")
+            payload = self._interactive_base("shortcut", person)
+        else:  # a message shortcut
+            payload = self._interactive_base("message_action", person)
+            self._message_context(payload, channel, message_ts, envelope_id)
+            del payload["container"]
+            payload["message_ts"] = message_ts
+        payload["callback_id"] = callback_id
+        payload["action_ts"] = f"{time.time():.6f}"
+        return self._inject("interactive", payload, envelope_id)
+
+    def view_submission(self, callback_id: str, values: dict[str, Any] | None, user: str | None) -> str:
+        person = self._person(user)
+        envelope_id = str(uuid.uuid4())
+        payload = self._interactive_base("view_submission", person)
+        payload["view"] = {"id": "V" + secrets.token_hex(5).upper(), "team_id": self.host._ws.team_id,
+                           "type": "modal", "callback_id": callback_id, "private_metadata": "",
+                           "title": {"type": "plain_text", "text": callback_id}, "blocks": [],
+                           "state": {"values": values or {}}, "hash": secrets.token_hex(8),
+                           "app_id": self.app_id, "bot_id": self.host._ws.bot_id}
+        payload["response_urls"] = []
+        # A view submission's ack may carry a response_action (errors, update,
+        # push, clear): Slack marks it as accepting a payload; block actions
+        # and shortcuts do not.
+        return self._inject("interactive", payload, envelope_id, accepts=True)
+
+    def _answer_command(self, env: _Envelope, payload: Any, now: float) -> None:
+        """A slash command's ack payload is its answer, shown as Slack shows it."""
+        command = env.command
+        if not isinstance(payload, dict) or not (payload.get("text") or payload.get("blocks")):
+            return  # an empty ack: Slack shows the person nothing
+        visible = payload.get("response_type") == "in_channel"
+        answer = {"envelope_id": env.id, "command": command["command"], "text": payload.get("text", ""),
+                  "payload": payload, "channel": command["channel"], "user": command["user"],
+                  "visible": visible, "at": now}
+        self.command_answers.append(answer)
+        if visible:
+            self._post_visible(command["channel"], payload)
+        # Otherwise Slack shows it to the person only (ephemeral): no message,
+        # no event; the record above is all that is left of it.
+
+    def _post_visible(self, channel: str, body: dict[str, Any]) -> None:
+        """An ``in_channel`` answer: a message from the app's bot user, seen by everyone."""
+        host = self.host
+        conv = host._ws.conversation(channel)
+        text = body.get("text") or ""
+        if conv is None or not isinstance(text, str):
+            return
+        _, event = host._api.new_message(conv, host._ws.bot_user_id, text)
+        host._broadcast(event)
+
+    async def handle_response_url(self, request: web.Request) -> web.Response:
+        """Record what is POSTed to a response_url; in_channel answers become messages.
+
+        Slack answers a good POST with HTTP 200 and the plain text ``ok``
+        (not JSON, unlike the Web API), and an unknown URL with 404; the sim
+        does the same. Ephemeral answers, ``replace_original`` and
+        ``delete_original`` are recorded only.
+        """
+        envelope_id = self._response_urls.get(request.path)
+        if envelope_id is None:
+            return web.Response(status=404, text="no_service")
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return web.Response(status=400, text="invalid_payload")
+        self.responses.append({"url": str(request.url), "envelope_id": envelope_id, "kind": request.match_info["kind"],
+                               "body": body, "at": time.monotonic()})
+        env = self._envelopes.get(envelope_id)
+        if body.get("response_type") == "in_channel":
+            channel = env.command["channel"] if env is not None and env.command is not None else None
+            if channel is None and request.match_info["kind"] == "actions":
+                channel = body.get("channel")
+            if channel is not None:
+                self._post_visible(channel, body)
+        return web.Response(text="ok")
+
+
+class _Acks:
+    """Acknowledgements: the record of each ack, and the redelivery of what was not acked in time.
+
+    A base class of :class:`SocketMode`."""
+
+    def _on_ack(self, conn: _SocketConn, envelope_id: str, payload: Any) -> None:
+        now = time.monotonic()
+        env = self._envelopes.get(envelope_id)
+        late = False
+        if env is not None:
+            delivery = env.delivery
+            if delivery is not None:
+                # Late: a retry had already been written (or Slack had given up) when it came.
+                later = delivery.attempts[env.attempt + 1:]
+                late = any(a.sent_at is not None for a in later) or (delivery.done and not delivery.acked)
+                if not delivery.acked:
+                    for retry, record in zip(later, delivery.redeliveries[env.attempt:]):
+                        if retry.sent_at is not None:
+                            record["acked_late"] = True
+                if not delivery.acked:
+                    delivery.acked = delivery.done = True
+                    delivery.payload = None
+            else:
+                late = env.expired
+            env.acked = True
+        record = {"envelope_id": envelope_id, "type": env.type if env is not None else None,
+                  "event_id": env.delivery.event_id if env is not None and env.delivery is not None else None,
+                  "retry_attempt": env.attempt if env is not None else None,
+                  "acked_at": now, "sent_at": env.sent_at if env is not None else None,
+                  "payload": payload, "connection": conn.number, "late": late}
+        if env is not None and env.command is not None and not late:
+            self._answer_command(env, payload, now)
+        # Published last, so a thread that sees the ack (wait_for_ack) also sees what it caused.
+        self.acks.append(record)
+        if env is not None:
+            self.acks_by_id.setdefault(envelope_id, record)
+
+    async def _watch_acks(self) -> None:
+        """Expire envelopes not acknowledged within ``ack_timeout`` of being written."""
+        due, wake = self._due, self._due_wake
+        while True:
+            if not due:
+                wake.clear()
+                await wake.wait()
+                continue
+            now = time.monotonic()
+            if due[0][0] > now:
+                await asyncio.sleep(min(due[0][0] - now, 0.05))
+                continue
+            for _ in range(BACKLOG_CHECK):
+                if not due or due[0][0] > now:
+                    break
+                env = heapq.heappop(due)[2]
+                if not env.acked:
+                    self._expire(env, now)
+            await asyncio.sleep(0)
+
+    def _expire(self, env: _Envelope, now: float) -> None:
+        env.expired = True
+        delivery = env.delivery
+        if delivery is None:
+            self._expire_unsent(env, now, sent=True)
+            return
+        if delivery.done or delivery.attempts[-1] is not env:
+            return
+        if env.attempt >= MAX_RETRIES:
+            self._give_up(env, "retries_exhausted")
+            return
+        retry = self._events_envelope(delivery, env.attempt + 1)
+        conn_open = env.conn in self.conns and not self.conns[env.conn].closing
+        record = {"event_id": delivery.event_id, "sim_seq": delivery.sim_seq, "envelope_id": retry.id,
+                  "previous_envelope_id": env.id, "retry_attempt": retry.attempt,
+                  # Slack says "timeout" on the wire either way; the record tells the two apart.
+                  "reason": "timeout" if conn_open else "connection_closed",
+                  "at": now, "acked_late": False}
+        self.redelivered.append(record)
+        delivery.redeliveries.append(record)
+        self._route(retry)
+
+    def _give_up(self, env: _Envelope, reason: str) -> None:
+        delivery = env.delivery
+        delivery.done = True
+        delivery.payload = None
+        self.undelivered.append({"event_id": delivery.event_id, "sim_seq": delivery.sim_seq,
+                                 "envelope_id": env.id, "retry_attempt": env.attempt, "reason": reason,
+                                 "at": time.monotonic()})
+
+    def _expire_unsent(self, env: _Envelope, now: float | None = None, sent: bool = False) -> None:
+        """A slash command or interactive payload that was not acknowledged, or could not be sent."""
+        now = time.monotonic() if now is None else now
+        env.expired = True
+        record = {"envelope_id": env.id, "type": env.type, "sent_at": env.sent_at, "at": now,
+                  "reason": "timeout" if sent else "no_connection"}
+        if env.type == "slash_commands":
+            # The person sees "/deploy failed with the error "operation_timeout""
+            # (or "dispatch_failed" with no connection); Slack does not retry.
+            record["command"] = env.command["command"]
+            env.command["timed_out"] = True
+            self.slash_timeouts.append(record)
+        elif env.type == "interactive":
+            self.interactive_timeouts.append(record)
+        else:  # an event Slack could not deliver with no connection open
+            self._give_up(env, "no_connection")
+
+
+class SocketMode(_Interactions, _Acks):
     """The Socket Mode server of one simulated workspace (see the module docstring)."""
 
     def __init__(self, host: SimWorkspace) -> None:
@@ -521,283 +808,6 @@ class SocketMode:
         envelope_id = frame.get("envelope_id")
         if isinstance(envelope_id, str):
             self._on_ack(conn, envelope_id, frame.get("payload"))
-
-    def _on_ack(self, conn: _SocketConn, envelope_id: str, payload: Any) -> None:
-        now = time.monotonic()
-        env = self._envelopes.get(envelope_id)
-        late = False
-        if env is not None:
-            delivery = env.delivery
-            if delivery is not None:
-                # Late: a retry had already been written (or Slack had given up) when it came.
-                later = delivery.attempts[env.attempt + 1:]
-                late = any(a.sent_at is not None for a in later) or (delivery.done and not delivery.acked)
-                if not delivery.acked:
-                    for retry, record in zip(later, delivery.redeliveries[env.attempt:]):
-                        if retry.sent_at is not None:
-                            record["acked_late"] = True
-                if not delivery.acked:
-                    delivery.acked = delivery.done = True
-                    delivery.payload = None
-            else:
-                late = env.expired
-            env.acked = True
-        record = {"envelope_id": envelope_id, "type": env.type if env is not None else None,
-                  "event_id": env.delivery.event_id if env is not None and env.delivery is not None else None,
-                  "retry_attempt": env.attempt if env is not None else None,
-                  "acked_at": now, "sent_at": env.sent_at if env is not None else None,
-                  "payload": payload, "connection": conn.number, "late": late}
-        if env is not None and env.command is not None and not late:
-            self._answer_command(env, payload, now)
-        # Published last, so a thread that sees the ack (wait_for_ack) also sees what it caused.
-        self.acks.append(record)
-        if env is not None:
-            self.acks_by_id.setdefault(envelope_id, record)
-
-    async def _watch_acks(self) -> None:
-        """Expire envelopes not acknowledged within ``ack_timeout`` of being written."""
-        due, wake = self._due, self._due_wake
-        while True:
-            if not due:
-                wake.clear()
-                await wake.wait()
-                continue
-            now = time.monotonic()
-            if due[0][0] > now:
-                await asyncio.sleep(min(due[0][0] - now, 0.05))
-                continue
-            for _ in range(BACKLOG_CHECK):
-                if not due or due[0][0] > now:
-                    break
-                env = heapq.heappop(due)[2]
-                if not env.acked:
-                    self._expire(env, now)
-            await asyncio.sleep(0)
-
-    def _expire(self, env: _Envelope, now: float) -> None:
-        env.expired = True
-        delivery = env.delivery
-        if delivery is None:
-            self._expire_unsent(env, now, sent=True)
-            return
-        if delivery.done or delivery.attempts[-1] is not env:
-            return
-        if env.attempt >= MAX_RETRIES:
-            self._give_up(env, "retries_exhausted")
-            return
-        retry = self._events_envelope(delivery, env.attempt + 1)
-        conn_open = env.conn in self.conns and not self.conns[env.conn].closing
-        record = {"event_id": delivery.event_id, "sim_seq": delivery.sim_seq, "envelope_id": retry.id,
-                  "previous_envelope_id": env.id, "retry_attempt": retry.attempt,
-                  # Slack says "timeout" on the wire either way; the record tells the two apart.
-                  "reason": "timeout" if conn_open else "connection_closed",
-                  "at": now, "acked_late": False}
-        self.redelivered.append(record)
-        delivery.redeliveries.append(record)
-        self._route(retry)
-
-    def _give_up(self, env: _Envelope, reason: str) -> None:
-        delivery = env.delivery
-        delivery.done = True
-        delivery.payload = None
-        self.undelivered.append({"event_id": delivery.event_id, "sim_seq": delivery.sim_seq,
-                                 "envelope_id": env.id, "retry_attempt": env.attempt, "reason": reason,
-                                 "at": time.monotonic()})
-
-    def _expire_unsent(self, env: _Envelope, now: float | None = None, sent: bool = False) -> None:
-        """A slash command or interactive payload that was not acknowledged, or could not be sent."""
-        now = time.monotonic() if now is None else now
-        env.expired = True
-        record = {"envelope_id": env.id, "type": env.type, "sent_at": env.sent_at, "at": now,
-                  "reason": "timeout" if sent else "no_connection"}
-        if env.type == "slash_commands":
-            # The person sees "/deploy failed with the error "operation_timeout""
-            # (or "dispatch_failed" with no connection); Slack does not retry.
-            record["command"] = env.command["command"]
-            env.command["timed_out"] = True
-            self.slash_timeouts.append(record)
-        elif env.type == "interactive":
-            self.interactive_timeouts.append(record)
-        else:  # an event Slack could not deliver with no connection open
-            self._give_up(env, "no_connection")
-
-    # -- what people do ------------------------------------------------
-
-    def _person(self, user: str | None) -> dict[str, Any]:
-        ws = self.host._ws
-        uid = ws.humans[0] if user is None else ws.user_id(user)
-        if uid is None:
-            raise ValueError(f"no user {user!r} in this workspace; pick an id or name from sim.users")
-        return ws.users[uid]
-
-    def _conversation(self, channel: str | None):
-        conv = self.host._ws.conversation("general" if channel is None else channel)
-        if conv is None:
-            raise ValueError(f"no channel {channel!r} in this workspace; pick an id or name from sim.channels")
-        return conv
-
-    def _trigger_id(self) -> str:
-        return f"{secrets.randbelow(10**13)}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
-
-    def _response_url(self, kind: str, envelope_id: str) -> str:
-        path = f"/{kind}/{self.host._ws.team_id}/{secrets.randbelow(10**13)}/{secrets.token_urlsafe(18)}"
-        self._response_urls[path] = envelope_id
-        return self.host.base_url[: -len("/api/")] + path
-
-    def _inject(self, type_: str, payload: dict[str, Any], envelope_id: str, command: dict[str, Any] | None = None,
-                accepts: bool = False) -> str:
-        data = orjson.dumps({"envelope_id": envelope_id, "payload": payload, "type": type_,
-                             "accepts_response_payload": accepts})
-        env = _Envelope(type_, data, envelope_id, command=command)
-        self._remember(env)
-        self._route(env)
-        return envelope_id
-
-    def slash_command(self, command: str, text: str, user: str | None, channel: str | None) -> str:
-        if not command.startswith("/"):
-            raise ValueError(f"a slash command starts with '/', e.g. '/deploy'; got {command!r}")
-        person, conv = self._person(user), self._conversation(channel)
-        ws = self.host._ws
-        envelope_id = str(uuid.uuid4())
-        # Slack sends a slash command's fields as strings, as the HTTP form it mirrors.
-        payload = {
-            "token": self.verification_token, "team_id": ws.team_id, "team_domain": ws.team["domain"],
-            "channel_id": conv.id, "channel_name": conv.name if conv.kind != "im" else "directmessage",
-            "user_id": person["id"], "user_name": person["name"], "command": command, "text": text,
-            "api_app_id": self.app_id, "is_enterprise_install": "false",
-            "response_url": self._response_url("commands", envelope_id), "trigger_id": self._trigger_id(),
-        }
-        record = {"envelope_id": envelope_id, "command": command, "text": text, "user": person["id"],
-                  "channel": conv.id, "timed_out": False}
-        return self._inject("slash_commands", payload, envelope_id, command=record, accepts=True)
-
-    def _interactive_base(self, type_: str, person: dict[str, Any]) -> dict[str, Any]:
-        ws = self.host._ws
-        return {"type": type_, "token": self.verification_token, "api_app_id": self.app_id,
-                "team": {"id": ws.team_id, "domain": ws.team["domain"]}, "enterprise": None,
-                "is_enterprise_install": False,
-                "user": {"id": person["id"], "username": person["name"], "name": person["name"],
-                         "team_id": ws.team_id},
-                "trigger_id": self._trigger_id()}
-
-    def _message_context(self, payload: dict[str, Any], channel: str | None, message_ts: str, envelope_id: str) -> None:
-        conv = self._conversation(channel)
-        message = conv.messages.get(message_ts)
-        if message is None:
-            raise ValueError(f"no message with ts {message_ts!r} in {conv.name or conv.id}; "
-                             "use the ts of a message posted there")
-        payload["channel"] = {"id": conv.id, "name": conv.name if conv.kind != "im" else "directmessage"}
-        payload["message"] = dict(message)
-        payload["response_url"] = self._response_url("actions", envelope_id)
-        payload["container"] = {"type": "message", "message_ts": message_ts, "channel_id": conv.id,
-                                "is_ephemeral": False}
-
-    def block_action(self, action_id: str, value: str | None, user: str | None, channel: str | None,
-                     message_ts: str | None, block_id: str | None) -> str:
-        person = self._person(user)
-        envelope_id = str(uuid.uuid4())
-        payload = self._interactive_base("block_actions", person)
-        action_ts = f"{time.time():.6f}"
-        action = {"action_id": action_id, "block_id": block_id or secrets.token_urlsafe(4),
-                  "type": "button", "action_ts": action_ts,
-                  "text": {"type": "plain_text", "text": action_id, "emoji": True}}
-        if value is not None:
-            action["value"] = value
-        if message_ts is not None:
-            self._message_context(payload, channel, message_ts, envelope_id)
-        else:
-            # No message: the button is in a view (the App Home), which has no response_url.
-            if channel is not None:
-                raise ValueError("channel needs message_ts: a block action in a channel comes from a message")
-            payload["container"] = {"type": "view", "view_id": "V" + secrets.token_hex(5).upper()}
-        payload["state"] = {"values": {}}
-        payload["actions"] = [action]
-        return self._inject("interactive", payload, envelope_id)
-
-    def shortcut(self, callback_id: str, user: str | None, channel: str | None, message_ts: str | None) -> str:
-        person = self._person(user)
-        envelope_id = str(uuid.uuid4())
-        if message_ts is None:  # a global shortcut
-            if channel is not None:
-                raise ValueError("channel needs message_ts: a message shortcut acts on a message")
-            payload = self._interactive_base("shortcut", person)
-        else:  # a message shortcut
-            payload = self._interactive_base("message_action", person)
-            self._message_context(payload, channel, message_ts, envelope_id)
-            del payload["container"]
-            payload["message_ts"] = message_ts
-        payload["callback_id"] = callback_id
-        payload["action_ts"] = f"{time.time():.6f}"
-        return self._inject("interactive", payload, envelope_id)
-
-    def view_submission(self, callback_id: str, values: dict[str, Any] | None, user: str | None) -> str:
-        person = self._person(user)
-        envelope_id = str(uuid.uuid4())
-        payload = self._interactive_base("view_submission", person)
-        payload["view"] = {"id": "V" + secrets.token_hex(5).upper(), "team_id": self.host._ws.team_id,
-                           "type": "modal", "callback_id": callback_id, "private_metadata": "",
-                           "title": {"type": "plain_text", "text": callback_id}, "blocks": [],
-                           "state": {"values": values or {}}, "hash": secrets.token_hex(8),
-                           "app_id": self.app_id, "bot_id": self.host._ws.bot_id}
-        payload["response_urls"] = []
-        # A view submission's ack may carry a response_action (errors, update,
-        # push, clear): Slack marks it as accepting a payload; block actions
-        # and shortcuts do not.
-        return self._inject("interactive", payload, envelope_id, accepts=True)
-
-    def _answer_command(self, env: _Envelope, payload: Any, now: float) -> None:
-        """A slash command's ack payload is its answer, shown as Slack shows it."""
-        command = env.command
-        if not isinstance(payload, dict) or not (payload.get("text") or payload.get("blocks")):
-            return  # an empty ack: Slack shows the person nothing
-        visible = payload.get("response_type") == "in_channel"
-        answer = {"envelope_id": env.id, "command": command["command"], "text": payload.get("text", ""),
-                  "payload": payload, "channel": command["channel"], "user": command["user"],
-                  "visible": visible, "at": now}
-        self.command_answers.append(answer)
-        if visible:
-            self._post_visible(command["channel"], payload)
-        # Otherwise Slack shows it to the person only (ephemeral): no message,
-        # no event; the record above is all that is left of it.
-
-    def _post_visible(self, channel: str, body: dict[str, Any]) -> None:
-        """An ``in_channel`` answer: a message from the app's bot user, seen by everyone."""
-        host = self.host
-        conv = host._ws.conversation(channel)
-        text = body.get("text") or ""
-        if conv is None or not isinstance(text, str):
-            return
-        _, event = host._api.new_message(conv, host._ws.bot_user_id, text)
-        host._broadcast(event)
-
-    async def handle_response_url(self, request: web.Request) -> web.Response:
-        """Record what is POSTed to a response_url; in_channel answers become messages.
-
-        Slack answers a good POST with HTTP 200 and the plain text ``ok``
-        (not JSON, unlike the Web API), and an unknown URL with 404; the sim
-        does the same. Ephemeral answers, ``replace_original`` and
-        ``delete_original`` are recorded only.
-        """
-        envelope_id = self._response_urls.get(request.path)
-        if envelope_id is None:
-            return web.Response(status=404, text="no_service")
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw) if raw.strip() else None
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            return web.Response(status=400, text="invalid_payload")
-        self.responses.append({"url": str(request.url), "envelope_id": envelope_id, "kind": request.match_info["kind"],
-                               "body": body, "at": time.monotonic()})
-        env = self._envelopes.get(envelope_id)
-        if body.get("response_type") == "in_channel":
-            channel = env.command["channel"] if env is not None and env.command is not None else None
-            if channel is None and request.match_info["kind"] == "actions":
-                channel = body.get("channel")
-            if channel is not None:
-                self._post_visible(channel, body)
-        return web.Response(text="ok")
 
     # -- faults --------------------------------------------------------
 
