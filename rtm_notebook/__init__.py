@@ -31,6 +31,8 @@ _EXPORTS = {
     "SlackResponse": "rtm_notebook.web",
     "EventFrame": "rtm_notebook.events",
     "SimWorkspace": "rtm_notebook.sim",
+    "replay": "rtm_notebook.playback",
+    "ReplaySession": "rtm_notebook.playback",
     "RTMError": "rtm_notebook.errors",
     "SlackApiError": "rtm_notebook.errors",
     "SlackClientError": "rtm_notebook.errors",
@@ -41,7 +43,7 @@ _EXPORTS = {
     "MessageTooLargeError": "rtm_notebook.errors",
 }
 
-_CLIENTS = frozenset(("RTMClient", "RTMSession"))
+_CLIENTS = frozenset(("RTMClient", "RTMSession", "replay", "ReplaySession"))
 
 __all__ = sorted(_EXPORTS) + ["load_ipython_extension", "unload_ipython_extension"]
 

@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     sim.add_argument("--rate", type=float, default=1.0, help="simulated traffic, events per second (default 1)")
     sim.add_argument("--seed", type=int, default=1, help="seed: the same seed gives the same workspace and traffic")
+    sim.add_argument("--export", metavar="PATH", help="write the workspace's history as a Slack export (a .zip, "
+                     "or a folder) and exit")
+    sim.add_argument("--replay", metavar="PATH", help="serve a recording (JSON-lines, Parquet dataset or Slack "
+                     "export) as the traffic, over and over, instead of generated events")
+    sim.add_argument("--speed", type=float, default=1.0, help="with --replay: 2 plays twice as fast (default 1)")
     return parser
 
 
@@ -92,8 +97,31 @@ def _base_url_problem(url: str) -> str | None:
     return None
 
 
-def run_sim(*, host: str, port: int, rate: float, seed: int) -> int:
-    """``rtm-notebook sim``: check the options, then serve until Ctrl-C."""
+def run_sim(*, host: str, port: int, rate: float, seed: int, export: str | None = None, replay: str | None = None,
+            speed: float = 1.0) -> int:
+    """``rtm-notebook sim``: check the options, then serve until Ctrl-C (or write an export and exit)."""
+    if export is not None:
+        parent = os.path.dirname(os.path.abspath(export))
+        if not os.path.isdir(parent):
+            return _refuse("sim", f"--export {export}: the folder {parent} does not exist")
+        from rtm_notebook.sim import SimWorkspace
+
+        with SimWorkspace(seed=seed) as workspace:
+            print(f"wrote the history of {workspace.team['name']!r} as a Slack export: {workspace.export(export)}")
+        return 0
+    played = None
+    if replay is not None:
+        if not os.path.exists(replay):
+            return _refuse("sim", f"--replay {replay}: no such file or folder (a .jsonl recording, a Parquet "
+                                  "dataset folder or a Slack export)")
+        if not speed > 0:
+            return _refuse("sim", "--speed must be more than 0, e.g. --speed 2")
+        import orjson
+
+        from rtm_notebook.playback import recorded_events
+
+        played = [(at, orjson.loads(raw)) for at, raw in recorded_events(replay)[0]]
+        rate = 0.0
     if not 0 <= port <= 65535:
         return _refuse("sim", "--port must be from 0 to 65535 (0 picks a free port), e.g. --port 8080")
     problem = _rate_problem(rate, "--rate 5")
@@ -104,7 +132,7 @@ def run_sim(*, host: str, port: int, rate: float, seed: int) -> int:
     from rtm_notebook.sim import serve
 
     try:
-        return serve(host=host, port=port, rate=rate, seed=seed)
+        return serve(host=host, port=port, rate=rate, seed=seed, play=played, speed=speed)
     except OSError as exc:  # only starting can fail: the address cannot be resolved or bound
         import socket
 
@@ -522,7 +550,8 @@ def _summary(stats: _DemoStats, channels: dict[str, str], elapsed: float, where:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sim":
-        return run_sim(host=args.host, port=args.port, rate=args.rate, seed=args.seed)
+        return run_sim(host=args.host, port=args.port, rate=args.rate, seed=args.seed, export=args.export,
+                       replay=args.replay, speed=args.speed)
     if args.command == "demo":
         return run_demo(
             seconds=args.seconds, rate=args.rate, seed=args.seed,

@@ -88,7 +88,9 @@ def _retrieve(fut: asyncio.Future) -> None:
 class Outbox:
     """Outgoing messages of one client, in order. Used on the client's loop only."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, paced: bool = True) -> None:
+        """``paced=False``: nothing holds messages back (a replay sends nowhere)."""
+        self._paced = paced
         self._items: deque[_Outgoing] = deque()
         self._wake: asyncio.Future | None = None
         self._pacer = Pacer(SEND_RATE, SEND_BURST, time.monotonic())
@@ -153,7 +155,7 @@ class Outbox:
             if item.future.done():  # cancelled by its caller
                 items.popleft()
                 continue
-            if item.paced:
+            if item.paced and self._paced:
                 wait = pacer.delay(time.monotonic())
                 if wait > 0:
                     await asyncio.sleep(wait)

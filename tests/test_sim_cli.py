@@ -52,3 +52,50 @@ def test_cli_sim_warns_when_not_loopback():
         assert any("warning: bound to 0.0.0.0" in line for line in lines)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
+
+
+def test_cli_sim_export_writes_a_slack_export_and_exits(tmp_path):
+    from rtm_notebook.events import EventFrame
+
+    out = subprocess.run([sys.executable, "-m", "rtm_notebook.cli", "sim", "--export", str(tmp_path / "x.zip")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "as a Slack export" in out.stdout
+    assert len(EventFrame.from_slack_export(tmp_path / "x.zip")) > 100
+    bad = subprocess.run([sys.executable, "-m", "rtm_notebook.cli", "sim", "--export", str(tmp_path / "no" / "x.zip")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_sim_replay_serves_a_recording_over_rtm(tmp_path):
+    import asyncio
+
+    from rtm_notebook import RTMClient
+    from rtm_notebook.events import EventFrame
+
+    path = tmp_path / "rec.jsonl"
+    frame = EventFrame(record_to=path)
+    for i in range(20):
+        frame.append({"type": "message", "channel": "C1", "user": "U1", "text": f"played {i}", "ts": f"{1e9 + i}"})
+    frame.close()
+    with sim_cli("--replay", str(path), "--speed", "50") as (proc, lines):
+        text = "".join(lines)
+        assert "replaying 20 recorded events" in text
+        base_url = re.search(r"base URL: (http://127\.0\.0\.1:\d+/api/)", text).group(1)
+        token = re.search(r"token:\s+(xoxb-sim-\S+)", text).group(1)
+
+        async def listen():
+            rtm = RTMClient(token=token, base_url=base_url)
+            seen = []
+            rtm.on("message")(lambda c, e: seen.append(e["text"]))
+            await rtm.connect()
+            async with asyncio.timeout(15):
+                while len({t for t in seen if t.startswith("played ")}) < 20:
+                    await asyncio.sleep(0.05)
+            await rtm.async_stop()
+            return seen
+
+        seen = asyncio.run(listen())
+        assert {f"played {i}" for i in range(20)} <= set(seen)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0

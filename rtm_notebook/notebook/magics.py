@@ -400,6 +400,8 @@ class RTMMagics(Magics):
     @argument("--connect-method", default=None, choices=["rtm.connect", "rtm.start"], help="rtm.connect (default) or rtm.start, which also returns a snapshot of users and channels")
     @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
     @argument("--rate", type=float, default=None, help="events per second of simulated traffic (default 5; ignored when connecting to Slack)")
+    @argument("--replay", metavar="PATH", help="play a recording (JSON-lines, Parquet dataset, Slack export) instead of connecting: what handlers send goes nowhere")
+    @argument("--speed", type=float, default=None, help="with --replay: 2 plays twice as fast, 0 as fast as possible (default 1)")
     @argument("--name", default="rtm", help="variable the client is bound to (default rtm)")
     @argument("--reconnect", action="store_true", help="replace the client bound to --name even if it was connected with these options")
     @line_magic
@@ -423,11 +425,18 @@ class RTMMagics(Magics):
             raise UsageError(f"--name must be a Python variable name, not {args.name!r}. Type: %rtm_connect --name rtm")
         if args.rate is not None and args.rate < 0:
             raise UsageError("--rate must be 0 or more events per second, e.g. %rtm_connect --demo --rate 20")
+        if args.speed is not None and (args.replay is None or args.speed < 0):
+            raise UsageError("--speed goes with --replay PATH, and is 0 (as fast as possible) or more, e.g. --speed 10")
+        if args.replay is not None and (args.demo or args.token_env or args.base_url):
+            raise UsageError("--replay plays a recording: it takes no --demo, --token-env or --base-url")
+        if args.replay is not None and not os.path.exists(args.replay):
+            raise UsageError(f"--replay {args.replay!r}: no such file or directory (a .jsonl recording, a Parquet "
+                             "dataset directory or a Slack export)")
         if args.demo and (args.token_env or args.base_url):
             option = "--token-env" if args.token_env else "--base-url"
             raise UsageError(f"--demo connects to the simulated workspace, {option} to a real one: drop one of them")
         token = None
-        if not args.demo:
+        if not args.demo and args.replay is None:
             if args.token_env:
                 token = os.environ.get(args.token_env)
                 if not token:
@@ -442,7 +451,8 @@ class RTMMagics(Magics):
 
         from rtm_notebook.seed import RTMClient
 
-        options = {"workspace": "simulated" if token is None else "Slack", "token_env": args.token_env,
+        options = {"workspace": "replay" if args.replay else "simulated" if token is None else "Slack",
+                   "replay": args.replay, "speed": args.speed, "token_env": args.token_env,
                    "base_url": args.base_url, "connect_method": args.connect_method or "rtm.connect",
                    "rate": rate if token is None else None}
         typed = " ".join(t for t in arg_split(line) if t != "--reconnect")
@@ -471,7 +481,12 @@ class RTMMagics(Magics):
         base_url = args.base_url
         fields: list[tuple[str, str]] = []
         try:
-            if token is None:
+            if args.replay is not None:
+                title = f"{args.name}: replaying {args.replay}"
+                speed = 1.0 if args.speed is None else args.speed or None
+                fields += [("speed", "as fast as possible" if speed is None else f"{speed:g}x"),
+                           ("sends", "recorded, not sent (say and Web API calls included)")]
+            elif token is None:
                 from rtm_notebook.sim import SimWorkspace
 
                 sim = SimWorkspace(rate=rate)
@@ -490,7 +505,14 @@ class RTMMagics(Magics):
                 kwargs["base_url"] = base_url
             if args.connect_method:
                 kwargs["connect_method"] = args.connect_method
-            client = RTMClient(**kwargs)
+            if args.replay is not None:
+                from rtm_notebook.playback import replay
+
+                # Paused at hello: the handler cells come after this one.
+                client = replay(args.replay, speed=speed, paused=True)
+                fields.append(("paused", f"register handlers (%%rtm_on ...), then run {args.name}.play()"))
+            else:
+                client = RTMClient(**kwargs)
             del token
             if previous is not None:
                 client.continue_recording(previous)

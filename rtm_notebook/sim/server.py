@@ -725,6 +725,30 @@ class SimWorkspace(_RtmSockets, _Faults, SocketModeApi):
         zip when it ends in ``.zip``), as ``EventFrame.from_slack_export`` reads it."""
         return write_export(self._call(snapshot, self._ws), path)
 
+    def play(self, events: list[tuple[float, dict[str, Any]]], speed: float | None = 1.0, repeat: bool = True) -> None:
+        """Send recorded events as the workspace's traffic, over RTM and Socket Mode alike.
+
+        ``events`` are ``(seconds, event)`` in order (a recording's
+        ``received_at`` and what Slack sent); the gaps between them are kept,
+        divided by ``speed`` (None: at once). With ``repeat`` the recording
+        starts over at its end. The events are sent as they are: the
+        workspace's own history does not learn them.
+        """
+        async def run() -> None:
+            while True:
+                started, first = time.monotonic(), events[0][0] if events else 0.0
+                for at, event in events:
+                    if speed is not None:
+                        due = started + (at - first) / speed - time.monotonic()
+                        if due > 0:
+                            await asyncio.sleep(due)
+                    self._emit(dict(event))
+                if not repeat or not events:
+                    return
+                await asyncio.sleep(1.0)  # a pause between two plays
+
+        self._call(lambda: self._spawn(run()))
+
     def burst(self, n: int) -> None:
         """Write ``n`` generated events at once to every open socket.
 
@@ -917,11 +941,15 @@ async def _read_args(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, seed: int = 1) -> int:
-    """``rtm-notebook sim``: serve a workspace in the foreground until Ctrl-C."""
+def serve(host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, seed: int = 1,
+          play: list[tuple[float, dict[str, Any]]] | None = None, speed: float = 1.0) -> int:
+    """``rtm-notebook sim``: serve a workspace in the foreground until Ctrl-C (``play``: a recording as its traffic)."""
     try:
         with SimWorkspace(seed=seed, rate=rate, host=host, port=port) as sim:
-            print(f"Simulated Slack workspace {sim.team['name']!r} (seed {seed}, {rate:g} events/s)")
+            traffic = f"replaying {len(play)} recorded events at {speed:g}x" if play is not None else f"{rate:g} events/s"
+            print(f"Simulated Slack workspace {sim.team['name']!r} (seed {seed}, {traffic})")
+            if play is not None:
+                sim.play(play, speed)
             print(f"  base URL: {sim.base_url}")
             print(f"  token:    {sim.token}")
             print(f"  app token (Socket Mode): {sim.app_token}")

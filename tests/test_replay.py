@@ -1,0 +1,122 @@
+"""Replay: a recording played into a client as its transport, handlers and all, sending nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from rtm_notebook import RTMClient, replay
+
+from rtm_support import GUARD, client_for, general, human, until
+
+SIM_SEED = 8
+
+
+async def record(sim, path, n: int = 40) -> list[str]:
+    """A live session recorded to ``path``: n messages, and what the bot said."""
+    rtm = client_for(sim, record_to=str(path))
+    await rtm.connect()
+    texts = [f"recorded {i}" for i in range(n)]
+    for text in texts:
+        sim.post_message(human(sim), general(sim), text)
+    await until(lambda: (rtm.events["text"] == texts[-1]).any(), "the messages")
+    await rtm.send_message(general(sim), "the bot's own reply")
+    await rtm.async_stop()
+    return texts
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "dataset"])
+async def test_a_recording_plays_into_handlers_as_a_live_session_would(sim, tmp_path, kind):
+    path = tmp_path / "events.jsonl" if kind == "jsonl" else f"{tmp_path / 'events'}/"
+    texts = await record(sim, path)
+    posted_before = len(sim.posted)
+    client = replay(path, speed=None)
+    seen, said = [], []
+
+    @client.on("message", match="^recorded ")
+    async def answer(c, event):
+        seen.append(event["text"])
+        said.append(await say_in(c, event))
+        await c.web_client.chat_postMessage(channel=event["channel"], text="via the Web API")
+
+    done = asyncio.ensure_future(client.wait_for("replay_end"))  # the event, for handlers and wait_for
+    await asyncio.wait_for(client.finished(), GUARD)
+    await asyncio.wait_for(done, GUARD)
+    await until(lambda: len(said) == len(texts), "every handler call")
+    await client.async_stop()
+    assert seen == texts  # in order, once each; the client's own rows were not replayed
+    assert all(r["ok"] and r["text"].startswith("hi ") for r in said)
+    df = client.events
+    out = df[df["direction"] == "out"]
+    assert (out["type"] == "message").sum() == len(texts)  # what say() would have sent, recorded
+    assert (out["type"] == "api_call").sum() == len(texts)  # and the Web API calls
+    assert len(sim.posted) == posted_before  # nothing reached any workspace
+    assert (df["type"] == "replay_end").sum() == 1
+
+
+async def say_in(client, event):
+    return await client.send_message(event["channel"], f"hi {event['text']}")
+
+
+async def test_speed_paces_the_replay_by_the_recorded_gaps(sim, tmp_path):
+    path = tmp_path / "slow.jsonl"
+    rtm = client_for(sim, record_to=str(path))
+    await rtm.connect()
+    sim.post_message(human(sim), general(sim), "first")
+    await until(lambda: (rtm.events["text"] == "first").any(), "first")
+    await asyncio.sleep(1.0)
+    sim.post_message(human(sim), general(sim), "second")
+    await until(lambda: (rtm.events["text"] == "second").any(), "second")
+    await rtm.async_stop()
+    arrivals = {}
+    client = replay(path, speed=4.0)
+    client.on("message")(lambda c, e: arrivals.setdefault(e["text"], time.monotonic()))
+    await client.connect()
+    await until(lambda: "second" in arrivals, "the second message", guard=GUARD)
+    await client.async_stop()
+    gap = arrivals["second"] - arrivals["first"]
+    assert 0.1 < gap < 1.0  # about 1 s recorded, played at 4x: a hang guard, not a timing assert
+
+
+async def test_a_slack_export_replays_its_messages(sim, tmp_path):
+    path = sim.export(tmp_path / "export.zip")
+    client = replay(path, speed=None)
+    seen = []
+    client.on("message")(lambda c, e: seen.append((e["channel"], e["ts"])))
+    await asyncio.wait_for(client.finished(), GUARD)
+    await until(lambda: len(seen) > 100, "the export's messages")
+    await client.async_stop()
+    assert [ts for _, ts in seen] == sorted(ts for _, ts in seen)
+    assert client.channel_names  # names come from the export
+
+
+def test_bad_speed_and_missing_recordings_say_so(tmp_path):
+    with pytest.raises(ValueError, match="speed must be a positive factor"):
+        replay(tmp_path / "x.jsonl", speed=0)
+    with pytest.raises(FileNotFoundError):
+        replay(tmp_path / "missing.jsonl")
+    assert RTMClient  # the seed client is untouched by replay
+
+
+def test_rtm_connect_replay_plays_into_cell_handlers(sim, tmp_path, shell, capsys):
+    path = tmp_path / "events.jsonl"
+    texts = asyncio.run(record(sim, path, n=10))
+    posted_before = len(sim.posted)
+    result = shell.run_cell(f"%rtm_connect --replay {path} --speed 0")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert "replaying" in capsys.readouterr().out
+    shell.run_cell("%%rtm_on message --match ^recorded\nsay('seen: ' + event['text'])")
+    rtm = shell.user_ns["rtm"]
+    assert (rtm.events["text"] == texts[0]).sum() == 0  # paused at hello, for the handler cells
+    shell.run_cell("rtm.play()")
+    deadline = time.monotonic() + GUARD
+    while (rtm.events["direction"] == "out").sum() < len(texts):
+        assert time.monotonic() < deadline, "the handler never answered every replayed message"
+        time.sleep(0.05)
+    out = rtm.events[rtm.events["direction"] == "out"]
+    assert sorted(out["text"]) == sorted(f"seen: {t}" for t in texts)
+    assert len(sim.posted) == posted_before
+    bad = shell.run_cell("%rtm_connect --replay /no/such/recording.jsonl")
+    assert "no such file" in str(bad.error_in_exec)
