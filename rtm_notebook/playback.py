@@ -243,10 +243,10 @@ class ReplaySession(RTMSession):
 
     async def finished(self) -> ReplaySession:
         """Start if needed (and play, if paused) and return once the whole recording
-        has been played to the handlers' queues."""
+        has been played and every handler has run what it was given."""
         await self.connect()
         self.play()
-        while not self.played:
+        while not self.played or any(h.queued or h.busy_for is not None for h in self.handlers):
             await asyncio.sleep(0.01)
         return self
 

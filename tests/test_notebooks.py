@@ -17,10 +17,11 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-EXPECTED = ["01-quickstart", "02-prototyping-handlers", "03-exploring-traffic", "04-your-workspace"]
+EXPECTED = ["01-quickstart", "02-prototyping-handlers", "03-exploring-traffic", "04-your-workspace",
+            "06-history-and-replay"]
 
 
-def test_the_four_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
