@@ -120,8 +120,9 @@ def derive_arrow(col: dict[str, pa.Array], n: int, pool: pa.MemoryPool) -> list[
     col["channel"] = pc.coalesce(col["channel"], pc.struct_field(item, [0]), memory_pool=pool)
     for i, name in enumerate(("user", "text", "thread_ts")):
         col[name] = pc.coalesce(col[name], pc.struct_field(message, [i]), memory_pool=pool)
-    replies = pc.if_else(pc.is_valid(col["reply_to"]), pa.scalar("reply", _LS), pa.nulls(n, _LS))
-    col["type"] = pc.coalesce(col["type"], replies, memory_pool=pool)
+    replies = pc.and_(pc.is_null(col["type"]), pc.is_valid(col["reply_to"]))
+    if pc.any(replies).as_py():  # only then a new type column: most chunks hold no reply
+        col["type"] = pc.if_else(replies, pa.scalar("reply", _LS), col["type"], memory_pool=pool)
     code, msg = pc.struct_field(error, [0]), pc.struct_field(error, [1])
     said = pc.coalesce(pc.binary_join_element_wise(code, msg, pa.scalar(": ", _LS)), msg)
     is_error = pc.fill_null(pc.equal(col["type"], pa.scalar("error", _LS)), False)

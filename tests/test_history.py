@@ -110,3 +110,18 @@ async def test_unknown_channels_and_a_client_that_keeps_nothing_say_so(sim):
     quiet = client_for(sim, record=False)
     with pytest.raises(SlackClientError, match="record=False"):
         await quiet.backfill("#general")
+
+
+def test_rtm_history_backfills_from_a_cell_with_a_progress_bar(shell, capsys):
+    result = shell.run_cell("%rtm_connect --demo --rate 0")
+    assert result.error_in_exec is None, result.error_in_exec
+    result = shell.run_cell("%rtm_history #general --no-threads")
+    assert result.error_in_exec is None, result.error_in_exec
+    rtm = shell.user_ns["rtm"]
+    rows = rtm.events.query("direction == 'history'")
+    assert len(rows) > 10 and rows["thread_ts"].isna().sum() + (rows["thread_ts"] == rows["ts"]).sum() == len(rows)
+    err = capsys.readouterr().err
+    assert "history [####################] 1/1 channels" in err and "(done)" in err
+    for line, problem in (("%rtm_history --since soon", "neither an age"),
+                          ("%rtm_history #nosuch", "no channel named #nosuch")):
+        assert problem in str(shell.run_cell(line).error_in_exec)

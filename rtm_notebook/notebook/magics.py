@@ -958,8 +958,13 @@ class _HistoryProgress:
             self.bar.max = max(1, p.channels)
             self.bar.value = p.channels_done
             self.label.value = text
+            return
+        filled = 20 * p.channels_done // max(1, p.channels)
+        line = f"history [{'#' * filled}{'.' * (20 - filled)}] {text}"
+        if sys.stderr.isatty():  # one bar, redrawn in place
+            print(f"\r{line}\033[K", end="\n" if p.done else "", file=sys.stderr, flush=True)
         elif p.done or p.calls % 10 == 1:
-            print(f"history: {text}", file=sys.stderr)
+            print(line, file=sys.stderr)
 
     def finished(self, task: asyncio.Task) -> None:
         if self.label is not None and not task.cancelled() and task.exception() is not None:
