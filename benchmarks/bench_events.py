@@ -365,7 +365,7 @@ def main() -> None:
         ("  same, CPU time of the appending thread", f"{m['seal_cpu_median_ms']:.1f} / {m['seal_cpu_max_ms']:.1f} ms", ""),
         ("  max wall, minus time in Python's cyclic GC", f"{m['seal_max_without_gc_ms']:.1f} ms", ""),
         ("longest cyclic GC pass during the appends", f"{m['gc_longest_ms']:.1f} ms", ""),
-        ("recording cost per event (the read loop's lane, sealing incl.), intake thread CPU minus the loop",
+        ("recording cost per event (the read loop's batches, sealing incl.), intake thread CPU minus the loop",
          f"{a['record_cost_thread_us'] - a['loop_thread_us']:.2f} us", "<= 0.7 us"),
         ("  intake thread CPU / process CPU / wall, incl. the loop",
          f"{a['record_cost_thread_us']:.2f} / {a['record_cost_process_us']:.2f} / {a['record_cost_wall_us']:.2f} us", ""),
