@@ -224,7 +224,8 @@ class Workspace:
                 continue
             people = sorted(u for u in conv.members if u != self.bot_user_id)
             parents: list[str] = []
-            for _ in range(rng.randint(25, 60)):
+            # #general has more than a page of history (a backfill pages through it).
+            for _ in range(rng.randint(25, 60) + (240 if conv.name == "general" else 0)):
                 t += rng.randint(30, 4000)
                 ts = format_ts(t * 1_000_000 + rng.randrange(1_000_000))
                 user = rng.choice(people)
