@@ -127,3 +127,16 @@ class SmSocket(Socket):
 
 def human(sim) -> str:
     return next(u["id"] for u in sim.users if not u["is_bot"])
+
+
+def wait_sync(pred, timeout: float = 15.0) -> bool:
+    """Poll until ``pred()`` from a thread with no loop (a hang guard: it only bounds
+    how long a failure takes to show); False if it never came."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

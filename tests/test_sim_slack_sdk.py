@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.rtm import RTMClient as RTMClientV1
 from slack_sdk.rtm_v2 import RTMClient as RTMClientV2
 
-from sim_support import channel_id
+from sim_support import channel_id, wait_sync
 
 TIMEOUT = 15.0  # hang guard
 
@@ -91,7 +91,7 @@ def test_rtm_v1_asyncio_client(sim):
         sim.post_message(_human(sim)["id"], general, "Hello v1")
         event = got.get(timeout=TIMEOUT)
         assert isinstance(event, dict) and event["user"] == _human(sim)["id"]
-        deadline_ok = _wait(lambda: {"Hi from v1", "v1 over RTM"} <= {m["text"] for m in sim.posted})
+        deadline_ok = wait_sync(lambda: {"Hi from v1", "v1 over RTM"} <= {m["text"] for m in sim.posted})
         assert deadline_ok, [m["text"] for m in sim.posted[-5:]]
         reply = next(m for m in sim.posted if m["text"] == "Hi from v1")
         assert reply["thread_ts"] == event["ts"]
@@ -117,23 +117,13 @@ def test_rtm_v2_client(sim):
 
     client.connect()
     try:
-        assert _wait(lambda: sim.open_sockets == 1)
+        assert wait_sync(lambda: sim.open_sockets == 1)
         sim.post_message(_human(sim)["id"], general, "Hello v2")
         event = got.get(timeout=TIMEOUT)
         assert event["channel"] == general
-        assert _wait(lambda: {"Hi from v2", "v2 over RTM"} <= {m["text"] for m in sim.posted})
+        assert wait_sync(lambda: {"Hi from v2", "v2 over RTM"} <= {m["text"] for m in sim.posted})
         assert any(f.get("text") == "v2 over RTM" and f.get("id") == 1 for f in sim.received)
     finally:
         client.close()
 
 
-def _wait(pred, timeout: float = TIMEOUT) -> bool:
-    """Poll until ``pred()`` (a hang guard: it only bounds how long a failure takes to show)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True

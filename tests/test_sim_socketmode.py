@@ -20,7 +20,18 @@ import websockets
 
 from rtm_notebook.sim import SimWorkspace
 
-from sim_support import RECV_TIMEOUT, SmSocket, Socket, api, channel_id, connections_open, human, link_url, ok
+from sim_support import (
+    RECV_TIMEOUT,
+    SmSocket,
+    Socket,
+    api,
+    channel_id,
+    connections_open,
+    human,
+    link_url,
+    ok,
+    wait_sync,
+)
 
 TIMEOUT = 15.0  # hang guard for the peers
 
@@ -39,13 +50,6 @@ async def wait_for(pred, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def wait_sync(pred, timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- apps.connections.open ----------------------------------------------
