@@ -41,6 +41,7 @@ class MockSlack:
         self.close_after_hello = close_after_hello
         self.calls = 0
         self.received: list[dict] = []
+        self._sockets: set[web.WebSocketResponse] = set()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="mock-slack", daemon=True)
 
@@ -73,7 +74,12 @@ class MockSlack:
         self.port = site._server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stop.wait()
+        # Close what is still open while this loop runs: a transport left to the
+        # garbage collector after the loop is gone fails in asyncio on 3.13.
+        for ws in list(self._sockets):
+            await ws.close()
         await runner.cleanup()
+        await asyncio.sleep(0.05)
 
     async def _connect(self, request: web.Request) -> web.Response:
         self.calls += 1
@@ -85,6 +91,7 @@ class MockSlack:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self._sockets.add(ws)
         await asyncio.sleep(self.hello_delay)
         await ws.send_json({"type": "hello"})
         if self.close_after_hello:
