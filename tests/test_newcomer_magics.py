@@ -418,3 +418,25 @@ def test_outside_a_kernel_rerunning_connect_keeps_or_replaces_with_the_handlers(
     assert set(events["connection"]) == {0, 1, 2}  # 0: before the first socket
     assert list(events.loc[events["text"] == "to the new client", "connection"]) == [2]
     assert shell.run_cell("%rtm_stop").success
+
+
+def test_say_in_thread_on_an_edit_replies_in_the_edited_messages_thread():
+    from rtm_notebook.notebook.magics import _say_factory
+
+    sent = []
+
+    class Client:
+        def send_message(self, channel, text, *, thread_ts=None):
+            sent.append((channel, thread_ts))
+
+            class Done:
+                def result(self, timeout=None):
+                    return {"ok": True}
+            return Done()
+
+    edit = {"type": "message", "subtype": "message_changed", "channel": "C1", "ts": "1700000009.000000",
+            "message": {"type": "message", "text": "fixed", "ts": "1700000001.000000"}}
+    reply = {"type": "message", "channel": "C1", "ts": "1700000005.000000", "thread_ts": "1700000002.000000"}
+    for event in (edit, reply):
+        _say_factory(None)(Client(), event)("hi", thread=True)
+    assert sent == [("C1", "1700000001.000000"), ("C1", "1700000002.000000")]

@@ -268,7 +268,10 @@ def _say_factory(sink: HandlerSink | None) -> Callable[[Any, Any], Callable[...,
             channel = event.get("channel")
             if not isinstance(channel, str):
                 raise ValueError(f"say(): a {event.get('type')!r} event has no channel to reply in; use client.send_message(channel, text)")
-            thread_ts = (event.get("thread_ts") or event.get("ts")) if thread else None
+            # An edit's own ts names no message: its thread is the edited message's.
+            inner = event.get("message") if event.get("subtype") == "message_changed" else None
+            about = inner if isinstance(inner, dict) else event
+            thread_ts = (about.get("thread_ts") or about.get("ts")) if thread else None
             reply = client.send_message(channel, str(text), thread_ts=thread_ts)
             if isinstance(reply, asyncio.Future):
                 # Not awaited by the handler, a failure would go unseen: show it
