@@ -29,6 +29,7 @@ that reader refuses.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import queue
 import re
@@ -59,6 +60,8 @@ DATASET_SCHEMA = pa.schema([
     ("raw", pa.string()),
 ])
 COLUMNS = DATASET_SCHEMA.names
+#: read whatever columns are asked for: a row without them means little
+ALWAYS_READ = ("received_at", "direction", "seq")
 
 
 def is_dataset_path(path: str | os.PathLike) -> bool:
@@ -111,14 +114,13 @@ def _write_part(root: str, table: pa.Table) -> None:
 
 def fold_journals(root: str, parse: Callable[[bytes], tuple | None]) -> int:
     """Turn journals left by a process that died into Parquet; return the rows folded.
-    (The recorder's, at open: one writer per dataset.)"""
-    folder = os.path.join(root, JOURNAL)
+    (The recorder's, at open, holding the dataset's lock: one writer per dataset.)"""
     folded = 0
-    for name, lines in zip(sorted(n for n in os.listdir(folder) if n.endswith(".jsonl")), _journals(root)):
+    for path, lines in _journals(root):
         table = _table(lines, parse)
         _write_part(root, table)
         folded += table.num_rows
-        os.remove(os.path.join(folder, name))
+        os.remove(path)
     return folded
 
 
@@ -134,7 +136,8 @@ def last_seq(root: str) -> int | None:
 
 
 def check_schema(root: str) -> None:
-    """Refuse a dataset whose files hold other columns or types, saying what differs."""
+    """Refuse a dataset whose first file holds other columns or types, saying what
+    differs. (Only the first: a read pushed down to some days opens no other.)"""
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
@@ -175,6 +178,14 @@ class DatasetRecorder:
         self.path = os.fspath(path).rstrip("/" + os.sep) or os.fspath(path)
         os.makedirs(os.path.join(self.path, JOURNAL), exist_ok=True)
         check_schema(self.path)
+        # One writer per dataset: a second would fold the first one's live journal.
+        self._lock = os.open(os.path.join(self.path, JOURNAL, ".lock"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise ValueError(f"another EventFrame is recording to {self.path} (one writer per dataset): "
+                             "record to another directory, or close that one first") from None
         fold_journals(self.path, parse)
         self.last_seq = last_seq(self.path)
         self._fd: int | None = None
@@ -218,7 +229,7 @@ class DatasetRecorder:
             lines, journal = item
             try:
                 _write_part(self.path, _table(lines, self._parse))
-                os.remove(journal)
+                os.remove(journal)  # after the Parquet: a reader between the two finds both, and dedupes
             except Exception as exc:  # the journal stays: the next open folds it
                 self._report(f"could not write a Parquet part ({exc!r}); its journal is kept")
 
@@ -236,6 +247,8 @@ class DatasetRecorder:
         self._roll()
         self._queue.put(self._STOP)
         self._thread.join()
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        os.close(self._lock)
 
 
 def read_dataset(path: str | os.PathLike, parse: Callable[[bytes], tuple | None], *,
@@ -252,7 +265,10 @@ def read_dataset(path: str | os.PathLike, parse: Callable[[bytes], tuple | None]
     unknown = sorted(set(columns or ()) - set(COLUMNS))
     if unknown:
         raise ValueError(f"unknown column(s) {unknown}; the columns are {COLUMNS}")
-    wanted = list(COLUMNS) if columns is None else [c for c in COLUMNS if c in columns or c in ("received_at", "seq")]
+    wanted = list(COLUMNS) if columns is None else [c for c in COLUMNS if c in columns or c in ALWAYS_READ]
+    # Journals before Parquet files: a part written between the two listings is
+    # then in both (and deduplicated), never in neither.
+    journals = _journals(root)
     partitioning = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
     dataset = ds.dataset(root, format="parquet", partitioning=partitioning, ignore_prefixes=[".", "_"],
                          schema=pa.schema([*DATASET_SCHEMA, pa.field("date", pa.string())]))
@@ -269,13 +285,13 @@ def read_dataset(path: str | os.PathLike, parse: Callable[[bytes], tuple | None]
         part = op(pa.scalar(stamp, type=DATASET_SCHEMA.field(0).type)) & day_op(first_day)
         condition = part if condition is None else condition & part
     tables = [dataset.to_table(columns=wanted, filter=condition)]
-    for journal in _journals(root):
+    for _path, journal in journals:
         part = _table(journal, parse)
         if condition is not None:
             part = part.filter(_bounds(part, start, end))
         tables.append(part.select(wanted))
     table = pa.concat_tables(tables).sort_by("seq")
-    if len(tables) > 1 and table.num_rows:  # a journal already written as Parquet before its process died
+    if table.num_rows:  # a journal also written as Parquet (by a writer meanwhile, or before its process died)
         seqs = table.column("seq").to_numpy()
         keep = np.ones(len(seqs), dtype=bool)
         keep[1:] = seqs[1:] != seqs[:-1]
@@ -285,14 +301,20 @@ def read_dataset(path: str | os.PathLike, parse: Callable[[bytes], tuple | None]
     return pa.Table.from_arrays(arrays, schema=DATASET_SCHEMA)
 
 
-def _journals(root: str) -> list[list[bytes]]:
+def _journals(root: str) -> list[tuple[str, list[bytes]]]:
+    """(path, lines) of every journal, oldest first; one removed meanwhile is
+    skipped (its rows are in Parquet by then)."""
     folder = os.path.join(root, JOURNAL)
     out = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
         if name.endswith(".jsonl"):
-            with open(os.path.join(folder, name), "rb") as f:
-                lines = [line if line.endswith(b"\n") else line + b"\n" for line in f if line.strip()]
-            out.append(lines)
+            path = os.path.join(folder, name)
+            try:
+                with open(path, "rb") as f:
+                    lines = [line if line.endswith(b"\n") else line + b"\n" for line in f if line.strip()]
+            except FileNotFoundError:
+                continue
+            out.append((path, lines))
     return out
 
 

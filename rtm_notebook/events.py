@@ -31,7 +31,7 @@ ts             string                   Slack ``ts``, kept as the string Slack s
 thread_ts      string                   thread parent ``ts``
 event_ts       string                   ``event_ts``
 reply_to       Int64                    ``reply_to`` of a reply to a sent message
-direction      string                   ``"in"`` (received) or ``"out"`` (sent)
+direction      string                   ``"in"`` (received), ``"out"`` (sent) or ``"history"`` (fetched afterwards)
 connection     int64                    which RTM session (socket) it came over
 seq            int64                    arrival order, global across connections
 raw            string                   the whole event as JSON text
@@ -76,7 +76,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from rtm_notebook.datasets import DatasetRecorder, as_utc, is_dataset_path, read_dataset
+from rtm_notebook.datasets import ALWAYS_READ, DatasetRecorder, as_utc, is_dataset_path, read_dataset
 from rtm_notebook.exports import read_export
 from rtm_notebook.fields import ARROW_PARSE_OPTIONS, derive_arrow, extract
 
@@ -721,7 +721,7 @@ class EventFrame:
         escapes. ``received_at`` is ``time.time()`` seconds, now when None.
 
         Raises TypeError/ValueError, recording nothing, when ``event`` is
-        not a dict, ``direction`` is not "in"/"out", or ``connection`` or
+        not a dict, ``direction`` is not "in"/"out"/"history", or ``connection`` or
         ``received_at`` is not a number of the right kind.
         """
         if not isinstance(event, dict):
@@ -910,10 +910,13 @@ class EventFrame:
         ``<NA>`` where unknown)."""
         df = self.to_pandas()
         df = df[(df["type"] == "message") & (df["direction"] != "out")]
-        if (df["direction"] == "history").any():
-            live_first = df.assign(_live=df["direction"] != "in").sort_values(["_live", "seq"], kind="stable")
-            seen = live_first.duplicated(["channel", "ts"]) & live_first["ts"].notna()
-            df = live_first[~seen].drop(columns="_live").sort_values("seq")
+        history = df["direction"] == "history"
+        if history.any():
+            # A history row goes when the message was seen live, or fetched before.
+            live_keys = set(zip(df.loc[~history, "channel"], df.loc[~history, "ts"]))
+            keys = pd.Series(list(zip(df["channel"], df["ts"])), index=df.index)
+            again = history & (keys.isin(live_keys) | (keys.duplicated() & history)) & df["ts"].notna()
+            df = df[~again]
         df = df.copy()
         df["user_name"] = df["user"].map(self.user_names if user_names is None else user_names).astype("string")
         df["channel_name"] = df["channel"].map(
@@ -960,7 +963,7 @@ class EventFrame:
         JSON-lines file, or a Parquet dataset directory (``record_to="events/"``).
 
         ``columns`` reads only those (the others are null, ``connection`` 0;
-        ``received_at`` and ``seq`` always come), and only rows with
+        ``received_at``, ``direction`` and ``seq`` always come), and only rows with
         ``start <= received_at < end`` (datetimes, ISO strings or epoch
         seconds; either may be None). On a dataset both are pushed down: only
         those columns, and only the days in range, are read from disk. A
@@ -1035,7 +1038,7 @@ def _row_filter(columns: list[str] | None, start: Any, end: Any):
     lo = as_utc(start).timestamp() if start is not None else -math.inf
     hi = as_utc(end).timestamp() if end is not None else math.inf
     dropped = [i for i, name in enumerate(COLUMNS)
-               if columns is not None and name not in columns and name not in ("received_at", "seq")]
+               if columns is not None and name not in columns and name not in ALWAYS_READ]
 
     def keep(row: tuple) -> tuple | None:
         if not lo <= row[_RECEIVED_AT] < hi:
@@ -1044,7 +1047,7 @@ def _row_filter(columns: list[str] | None, start: Any, end: Any):
             return row
         row = list(row)
         for i in dropped:
-            row[i] = 0 if i == _CONNECTION else ("in" if i == _DIRECTION else None)
+            row[i] = 0 if i == _CONNECTION else None
         return tuple(row)
 
     return keep

@@ -75,7 +75,9 @@ class _Files:
             raise ValueError(f"{path} is neither a folder nor a zip file; a Slack export is one of the two")
         else:
             raise FileNotFoundError(f"no Slack export at {path}")
-        # Zips made from a folder hold it as a top folder: read below it.
+        # What macOS adds to a zip or a folder is not part of the export.
+        names = [n for n in names if not n.startswith("__MACOSX/") and posixpath.basename(n) != ".DS_Store"]
+        # An export zipped (or unpacked) with its folder around it: read below that folder.
         tops = {n.split("/", 1)[0] for n in names}
         self.prefix = ""
         if len(tops) == 1 and all("/" in n for n in names) and not any(n in _CONVERSATION_FILES for n in names):
@@ -85,7 +87,7 @@ class _Files:
     def read(self, name: str) -> bytes:
         if self._zip is not None:
             return self._zip.read(self.prefix + name)
-        with open(os.path.join(self.path, *name.split("/")), "rb") as f:
+        with open(os.path.join(self.path, *(self.prefix + name).split("/")), "rb") as f:
             return f.read()
 
     def close(self) -> None:
@@ -96,7 +98,7 @@ class _Files:
 def _json(files: _Files, name: str, problems: list[str]) -> Any:
     """The file's JSON, or None (reported) when it cannot be read."""
     try:
-        text = files.read(name).decode("utf-8")
+        text = files.read(name).decode("utf-8-sig")  # a byte-order mark, as some editors write, is no error
     except UnicodeDecodeError as exc:
         problems.append(f"{name}: not UTF-8 (byte {exc.start}); skipped")
         return None
@@ -155,11 +157,11 @@ def _read(files: _Files, out: Export) -> None:
             cid = conv.get("id")
             if not isinstance(cid, str):
                 continue
-            folder = cid if name == "dms.json" else conv.get("name")
-            if isinstance(folder, str):
-                folders[folder] = cid
-                if name != "dms.json":
-                    out.channel_names[cid] = folder
+            folders[cid] = cid  # a DM's folder is its id; some tools name MPIM folders by id too
+            name_ = conv.get("name")
+            if name != "dms.json" and isinstance(name_, str):
+                folders[name_] = cid
+                out.channel_names[cid] = name_
     days = [n for n in files.names if n.count("/") == 1 and _DAY.fullmatch(n.split("/")[1])]
     if not days and not folders:
         raise ValueError(f"{files.path} does not look like a Slack export: no channels.json, groups.json, "
@@ -192,6 +194,7 @@ def _read(files: _Files, out: Export) -> None:
 
 def _ts_key(ts: str) -> float:
     try:
-        return float(ts)
+        seconds = float(ts)
     except ValueError:
         return float("inf")  # an odd ts sorts last and is kept as it is
+    return seconds if seconds == seconds else float("inf")  # and so does "nan"

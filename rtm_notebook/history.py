@@ -7,8 +7,8 @@ each thread) and records every message as a row with direction
 log. ``messages()`` counts a message seen live and in history once.
 
 Slack's limits: both methods are Tier 3 (about 50 calls a minute per
-workspace, bursts allowed), so calls are paced by a token bucket of that
-size, and an HTTP 429 waits the ``Retry-After`` Slack sends (the Web API
+workspace, bursts allowed), so every backfill of a client shares one token
+bucket (a minute's 50 calls at once, then 50 a minute), and an HTTP 429 waits the ``Retry-After`` Slack sends (the Web API
 client does that). A backfill interrupted (a cell stopped, a network error)
 resumes where it stopped when called again with the same arguments: each
 channel's cursor and the threads still to fetch are kept on the client.
@@ -31,6 +31,7 @@ __all__ = ["Backfill", "Progress", "TIER3_PER_MINUTE"]
 log = logging.getLogger(__name__)
 
 TIER3_PER_MINUTE = 50
+BURST = 50
 PAGE = 200
 
 
@@ -52,14 +53,15 @@ class _Channel:
     history_done: bool = False
     threads: list[str] = field(default_factory=list)  # parent ts still to fetch
     threads_seen: set[str] = field(default_factory=set)
+    thread_cursor: str | None = None  # within threads[0]
 
 
 class _Bucket:
     """Calls per minute with a burst, in the event loop's time."""
 
-    def __init__(self, per_minute: float) -> None:
+    def __init__(self, per_minute: float, burst: float) -> None:
         self.rate = per_minute / 60.0
-        self.burst = float(per_minute)
+        self.burst = float(burst)
         self.tokens = self.burst
         self.at = time.monotonic()
 
@@ -88,13 +90,16 @@ class Backfill:
     def __init__(self, record: Callable[[dict, float], None]) -> None:
         self._record = record
         self._state: dict[tuple, _Channel] = {}
+        # One bucket for every backfill of the client: Slack's limit is per
+        # method per workspace, not per call of backfill().
+        self._bucket = _Bucket(TIER3_PER_MINUTE, BURST)
 
     async def run(self, web: Any, channels: Iterable[str], *, oldest: Any = None, latest: Any = None,
                   threads: bool = True, per_minute: float = TIER3_PER_MINUTE,
                   progress: Callable[[Progress], None] | None = None) -> Progress:
         channels = list(channels)
         oldest, latest = _bound(oldest), _bound(latest)
-        bucket = _Bucket(per_minute)
+        bucket = self._bucket if per_minute == TIER3_PER_MINUTE else _Bucket(per_minute, BURST)
         status = Progress(channels=len(channels))
         for channel in channels:
             status.channel = channel
@@ -121,12 +126,11 @@ class Backfill:
                 _tell(progress, status)
             while state.threads:
                 parent = state.threads[0]
-                cursor = None
                 while True:
                     await bucket.take()
                     args = {"channel": channel, "ts": parent, "limit": PAGE}
-                    if cursor:
-                        args["cursor"] = cursor
+                    if state.thread_cursor:
+                        args["cursor"] = state.thread_cursor
                     page = await web.api_call("conversations.replies", params=args, http_verb="GET")
                     status.calls += 1
                     for message in page.get("messages") or []:
@@ -136,7 +140,8 @@ class Backfill:
                             status.messages += 1
                     _tell(progress, status)
                     cursor = (page.get("response_metadata") or {}).get("next_cursor")
-                    if not (page.get("has_more") and cursor):
+                    state.thread_cursor = cursor if page.get("has_more") and cursor else None
+                    if state.thread_cursor is None:
                         break
                 state.threads.pop(0)
             status.channels_done += 1

@@ -39,7 +39,7 @@ __all__ = ["ReplaySession", "replay"]
 # Not replayed: the client's own rows (the replaying client makes its own), and
 # what answered the recorded client (its hello, replies, pongs): a replay says
 # its own hello and answers its own messages.
-_CLIENT_TYPES = frozenset(("open", "close", "state_change", "hello", "goodbye", "reply", "pong"))
+_CLIENT_TYPES = frozenset(("open", "close", "state_change", "hello", "goodbye", "reply", "pong", "replay_end"))
 _CLIENT_ERRORS = frozenset(("connect_failed", "socket_failed", "not_delivered"))
 # As fast as possible still lets the loop run handlers and the live log between these many events.
 _YIELD_EVERY = 256
@@ -48,11 +48,13 @@ _YIELD_EVERY = 256
 def recorded_events(path: str | os.PathLike) -> tuple[list[tuple[float, bytes]], EventFrame]:
     """What Slack sent, from a recording: ``(received_at, frame bytes)`` in order, and the frame read."""
     text = os.fspath(path)
-    frame = EventFrame.from_slack_export(text) if text.endswith(".zip") or _is_export(text) else EventFrame.read(text)
+    frame = EventFrame.from_slack_export(text) if _is_export(text) else EventFrame.read(text)
     df = frame.to_pandas()
+    df = df[~df["type"].isin(_CLIENT_TYPES)]
     live = df[df["direction"] == "in"]
     # A Slack export is all history; a recording's history rows (a backfill) were never live.
-    df = live if len(live) else df[df["direction"] == "history"]
+    # History comes page by page, newest first: played in the order it happened.
+    df = live if len(live) else df[df["direction"] == "history"].sort_values(["received_at", "seq"], kind="stable")
     out = []
     for at, raw, etype in zip(df["received_at"], df["raw"], df["type"]):
         if etype in _CLIENT_TYPES or raw is None:
@@ -65,7 +67,13 @@ def recorded_events(path: str | os.PathLike) -> tuple[list[tuple[float, bytes]],
 
 
 def _is_export(path: str) -> bool:
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in ("channels.json", "users.json"))
+    """A zip, or a folder that is no Parquet dataset (the export reader says what a folder lacks)."""
+    if path.endswith(".zip"):
+        return True
+    if not os.path.isdir(path):
+        return False
+    dataset = os.path.isdir(os.path.join(path, "_journal")) or any(n.startswith("date=") for n in os.listdir(path))
+    return not dataset
 
 
 class _Answers:
@@ -233,8 +241,10 @@ class ReplaySession(RTMSession):
         self.channel_names.update(recording.channel_names)
         self.directory.fetched = True  # names come from the recording, not from a Web API
         self.outbox = Outbox(paced=False)  # Slack's send limit: nothing is sent to Slack
-        self.played = 0  # replays finished (a restart plays again)
+        self.played = 0  # replays finished, and started (a restart plays again)
+        self._runs = 0
         self.paused = paused
+        self._gate = asyncio.Event()  # made here, so play() from any thread always finds it
         self.add_tap(self._note_end)
 
     def _note_end(self, event: dict) -> None:
@@ -246,7 +256,7 @@ class ReplaySession(RTMSession):
         has been played and every handler has run what it was given."""
         await self.connect()
         self.play()
-        while not self.played or any(h.queued or h.busy_for is not None for h in self.handlers):
+        while self.played < self._runs or any(h.queued or h.busy_for is not None for h in self.handlers):
             await asyncio.sleep(0.01)
         return self
 
@@ -256,19 +266,19 @@ class ReplaySession(RTMSession):
     def _transport(self) -> _ReplayTransport:
         answer = {"url": f"replay:{self.path}", "team": {"id": "T-replay", "name": f"replay of {self.path}"},
                   "self": {"id": "U-replay", "name": "replay"}}
-        gate = asyncio.Event()
-        if not self.paused:
+        self._runs += 1
+        gate = self._gate
+        if self.paused:
+            gate.clear()
+        else:
             gate.set()
-        self._gate = gate
         return _ReplayTransport(self._events, self.speed, answer, gate)
 
     def play(self) -> None:
         """Start a replay made with ``paused=True`` (``%rtm_connect --replay`` makes one,
         so that cell handlers can be registered first); callable from any thread."""
         self.paused = False
-        gate = getattr(self, "_gate", None)
-        if gate is not None:
-            call_soon(self.loop, gate.set)
+        call_soon(self.loop, self._gate.set)
 
     def _web(self, is_async: bool) -> Any:
         return _Answers(self, is_async)

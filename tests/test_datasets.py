@@ -26,6 +26,10 @@ DAY = 86_400.0
 T0 = 1_764_547_200.0  # 2025-12-01 00:00:00 UTC
 
 
+def journals(root) -> list[str]:
+    return [n for n in os.listdir(os.path.join(root, datasets.JOURNAL)) if n.endswith(".jsonl")]
+
+
 def synthetic(root, n: int = 3000, per_day: int = 1000) -> EventFrame:
     """n messages over n // per_day days in three channels, recorded to root."""
     frame = EventFrame(record_to=root)
@@ -51,7 +55,7 @@ def test_a_client_records_a_dataset_that_reads_back_the_same(sim, tmp_path):
     import asyncio
 
     live = asyncio.run(run())
-    assert not os.listdir(tmp_path / "events" / datasets.JOURNAL)  # the open part was written on stop
+    assert not journals(tmp_path / "events")  # the open part was written on stop
     back = EventFrame.read(tmp_path / "events").to_pandas()
     pd.testing.assert_frame_equal(back.drop(columns=["raw"]), live.drop(columns=["raw"]), check_dtype=False)
     assert back["raw"].tolist() == live["raw"].tolist()
@@ -178,13 +182,59 @@ def test_sigkill_loses_no_event_a_handler_had_seen(sim, tmp_path):
     # Reading includes the journal the dead process left, without changing it ...
     recorded = set(EventFrame.read(root).to_pandas()["event_ts"].dropna())
     assert seen <= recorded
-    assert os.listdir(os.path.join(root, datasets.JOURNAL))
+    assert journals(root)
     # ... and the next recorder folds it into Parquet, numbering on after it.
     frame = EventFrame(record_to=root)
-    assert not os.listdir(os.path.join(root, datasets.JOURNAL))
+    assert not journals(root)
     before = len(EventFrame.read(root))
     frame.append({"type": "note"})
     frame.close()
     after = EventFrame.read(root).to_pandas()
     assert len(after) == before + 1 and after["seq"].is_unique and after["seq"].iloc[-1] == before
     assert seen <= set(after["event_ts"].dropna())
+
+
+def test_one_writer_per_dataset(tmp_path):
+    root = str(tmp_path / "events") + "/"
+    first = EventFrame(record_to=root)
+    with pytest.raises(ValueError, match="another EventFrame is recording"):
+        EventFrame(record_to=root)
+    first.close()
+    EventFrame(record_to=root).close()  # free again once the first has closed
+
+
+def test_a_read_while_recording_sees_every_row_written_before_it(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(datasets, "ROLL_ROWS", 50)
+    root = str(tmp_path / "events") + "/"
+    frame = EventFrame(record_to=root)
+    written = [0]
+    stop = threading.Event()
+
+    def write():
+        while not stop.is_set() and written[0] < 3000:
+            frame.append({"type": "message", "text": f"m{written[0]}"}, received_at=T0 + written[0])
+            written[0] += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(20):
+            before = written[0]
+            seqs = EventFrame.read(root).to_pandas()["seq"].tolist()
+            assert seqs == list(range(len(seqs))) and len(seqs) >= before  # no gap, nothing twice
+    finally:
+        stop.set()
+        writer.join()
+        frame.close()
+
+
+def test_a_column_selection_keeps_direction(tmp_path):
+    root = str(tmp_path / "events") + "/"
+    frame = EventFrame(record_to=root)
+    frame.append({"type": "message", "channel": "C1", "text": "in"}, received_at=T0)
+    frame.append({"type": "message", "channel": "C1", "text": "out"}, direction="out", received_at=T0 + 1)
+    frame.close()
+    df = EventFrame.read(root, columns=["channel"]).to_pandas()
+    assert df["direction"].tolist() == ["in", "out"]

@@ -182,3 +182,31 @@ def test_what_is_no_export_gets_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="does not look like a Slack export"):
         read_export(tmp_path / "empty")
+
+
+def test_an_unpacked_export_in_its_folder_from_a_mac_with_a_bom(tmp_path):
+    root = tmp_path / "unpacked" / "My Workspace Slack export"
+    handmade(root)
+    day = root / "general" / "2020-09-13.json"
+    day.write_bytes(b"\xef\xbb\xbf" + day.read_bytes())  # a byte-order mark
+    (root / ".DS_Store").write_bytes(b"\x00\x01")
+    assert len(EventFrame.from_slack_export(tmp_path / "unpacked")) == 9  # read below its folder
+    path = tmp_path / "mac.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                zf.write(full, "export/" + os.path.relpath(full, root))
+        zf.writestr("__MACOSX/export/._users.json", b"\x00\x05\x16\x07")
+    assert len(EventFrame.from_slack_export(path)) == 9
+
+
+def test_a_message_seen_twice_live_stays_twice_and_history_repeats_go():
+    frame = EventFrame()
+    live = {"type": "message", "channel": "C1", "ts": "1.000001", "text": "live"}
+    frame.append(live, connection=1)
+    frame.append(live, connection=2)  # the same message on two sockets
+    frame.append({**live, "text": "fetched"}, direction="history")
+    frame.append({"type": "message", "channel": "C2", "ts": "2.000001", "text": "old"}, direction="history")
+    frame.append({"type": "message", "channel": "C2", "ts": "2.000001", "text": "old"}, direction="history")
+    assert frame.messages()["text"].tolist() == ["live", "live", "old"]

@@ -125,3 +125,12 @@ def test_rtm_history_backfills_from_a_cell_with_a_progress_bar(shell, capsys):
     for line, problem in (("%rtm_history --since soon", "neither an age"),
                           ("%rtm_history #nosuch", "no channel named #nosuch")):
         assert problem in str(shell.run_cell(line).error_in_exec)
+
+
+def test_rtm_history_run_again_with_the_same_since_resumes(shell, capsys):
+    assert shell.run_cell("%rtm_connect --demo --rate 0").error_in_exec is None
+    assert shell.run_cell("%rtm_history #general --since 3650d").error_in_exec is None
+    rtm = shell.user_ns["rtm"]
+    first = (rtm.events["direction"] == "history").sum()
+    assert shell.run_cell("%rtm_history #general --since 3650d").error_in_exec is None
+    assert (rtm.events["direction"] == "history").sum() == first > 0  # done already: nothing fetched twice

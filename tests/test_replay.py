@@ -120,3 +120,17 @@ def test_rtm_connect_replay_plays_into_cell_handlers(sim, tmp_path, shell, capsy
     assert len(sim.posted) == posted_before
     bad = shell.run_cell("%rtm_connect --replay /no/such/recording.jsonl")
     assert "no such file" in str(bad.error_in_exec)
+
+
+async def test_a_backfill_only_recording_replays_oldest_first(sim, tmp_path):
+    path = tmp_path / "history.jsonl"
+    rtm = client_for(sim, record_to=str(path))
+    await rtm.connect()
+    await rtm.backfill("#general", threads=False)
+    await rtm.async_stop()
+    played = []
+    past = replay(path, speed=None)
+    past.on("message")(lambda c, e: played.append(e["ts"]))
+    await asyncio.wait_for(past.finished(), GUARD)
+    await past.async_stop()
+    assert len(played) > 200 and played == sorted(played)

@@ -89,6 +89,8 @@ class Session:
         #: what %rtm_connect was asked for (to tell a re-run cell from a changed one), and how it was typed
         self.options = options or {}
         self.line = line
+        #: --since of %rtm_history -> the oldest it meant the first time (so a re-run resumes)
+        self.since: dict[str | None, float | None] = {}
         #: handler name -> its filters as the person typed them (for %rtm_handlers)
         self.labels: dict[str, dict[str, str]] = {}
 
@@ -628,10 +630,15 @@ class RTMMagics(Magics):
         """
         args = self._parse(self.rtm_history, line)
         sess = self._session()
-        try:
-            oldest = _since(args.since)
-        except ValueError as exc:
-            raise UsageError(f"{exc}. Type: {_usage(self.rtm_history)}") from None
+        # The same --since means the same start each time in this session, so a
+        # run after an interruption resumes instead of starting over.
+        oldest = sess.since.get(args.since)
+        if oldest is None:
+            try:
+                oldest = _since(args.since)
+            except ValueError as exc:
+                raise UsageError(f"{exc}. Type: {_usage(self.rtm_history)}") from None
+            sess.since[args.since] = oldest
         view = _HistoryProgress(in_kernel() and sess.background is None)
         run = sess.client.backfill(args.channels or None, oldest=oldest, threads=not args.no_threads,
                                    progress=view.update)

@@ -737,12 +737,15 @@ class SimWorkspace(_RtmSockets, _Faults, SocketModeApi):
         async def run() -> None:
             while True:
                 started, first = time.monotonic(), events[0][0] if events else 0.0
-                for at, event in events:
+                for i, (at, event) in enumerate(events):
                     if speed is not None:
                         due = started + (at - first) / speed - time.monotonic()
                         if due > 0:
                             await asyncio.sleep(due)
-                    self._emit(dict(event))
+                    elif i % GEN_BATCH == 0:
+                        await asyncio.sleep(0)  # let the sockets write, as the generator does
+                    if isinstance(event.get("type"), str):  # what is no event is not sent
+                        self._emit(dict(event))
                 if not repeat or not events:
                     return
                 await asyncio.sleep(1.0)  # a pause between two plays
