@@ -138,8 +138,9 @@ class Session:
         self._runner = Runner(self, loop=loop, run_async=run_async)
         self._link: Link | None = None
         self._control_types: frozenset[str] = frozenset(("hello",)) | NAMING_EVENTS
-        self._team: dict | None = None
-        self._self: dict | None = None
+        #: the ``team`` and ``self`` (the bot user) of the last connect answer
+        self.team: dict | None = None
+        self.self: dict | None = None
         self._hello_at: float | None = None
         self.waiters = Waiters()
         self._waiting = self.waiters.pending
@@ -233,16 +234,6 @@ class Session:
     def run_async(self) -> bool:
         """slackclient's option: ``start()`` without a running loop returns the task instead of running it."""
         return self._runner.run_async
-
-    @property
-    def team(self) -> dict | None:
-        """The ``team`` of the last connect answer."""
-        return self._team
-
-    @property
-    def self(self) -> dict | None:
-        """The ``self`` (the bot user) of the last connect answer."""
-        return self._self
 
     @property
     def events(self) -> Any:
@@ -531,7 +522,7 @@ class Session:
         self._emit(err, dispatch="handler" not in event)
 
     def _sent(self, message: dict, text: str) -> None:
-        me = self._self.get("id") if isinstance(self._self, dict) else None
+        me = self.self.get("id") if isinstance(self.self, dict) else None
         if me is not None and message.get("type") == "message":
             # The bot's own message carries its user, as Slack's copy of it will.
             message, text = {**message, "user": me}, None

@@ -59,8 +59,8 @@ class RTMSession(Session):
                             options=self._http_options())
 
     def _connected(self, answer: dict) -> None:
-        self._team = answer.get("team")
-        self._self = answer.get("self")
+        self.team = answer.get("team")
+        self.self = answer.get("self")
         self.directory.learn(answer)
 
     def _hello(self) -> None:
