@@ -45,17 +45,22 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
 def current_loop() -> asyncio.AbstractEventLoop | None:
     """The loop a script set for this thread (``asyncio.set_event_loop``), or None.
 
-    What slackclient 2.x's ``asyncio.get_event_loop()`` found, without its
-    deprecation warning (3.12, 3.13) or error (3.14) when none is set.
-    Where asyncio itself still makes one when none was ever set (3.11 to
-    3.13), that one is returned, as slackclient got it.
+    What slackclient 2.x's ``asyncio.get_event_loop()`` found when one is
+    set, without its deprecation warning (3.12, 3.13) or error (3.14) when
+    none is. Where asyncio makes one because none was set (3.11 to 3.13 say
+    so with that warning), it is closed again and None returned: the caller
+    then runs its own with ``asyncio.run``, which leaves nothing open.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
         try:
             loop = asyncio.get_event_loop()
         except RuntimeError:
             return None
+    if any(issubclass(w.category, DeprecationWarning) for w in caught):
+        asyncio.set_event_loop(None)
+        loop.close()
+        return None
     return None if loop.is_closed() else loop
 
 

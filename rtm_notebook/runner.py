@@ -53,10 +53,17 @@ class Runner:
             if loop is None:
                 asyncio.run(self._main())
             else:
+                main = loop.create_task(self._main(), name=f"rtm-main-{id(self.owner):x}")
                 try:
-                    loop.run_until_complete(self._main())
+                    loop.run_until_complete(main)
                 except KeyboardInterrupt:
-                    loop.run_until_complete(self.async_stop())
+                    # Let the run end as asyncio.run would: cancelled, its stop
+                    # awaited, no task left pending on the caller's loop.
+                    main.cancel()
+                    try:
+                        loop.run_until_complete(main)
+                    except asyncio.CancelledError:
+                        pass
         except KeyboardInterrupt:
             pass
         return None
