@@ -46,7 +46,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-__all__ = ["DATASET_SCHEMA", "DatasetRecorder", "as_utc", "is_dataset_path", "read_dataset"]
+__all__ = ["DATASET_SCHEMA", "DatasetRecorder", "as_utc", "check_columns", "is_dataset_path", "read_dataset"]
 
 ROLL_ROWS = 100_000
 ROLL_SECONDS = 60.0
@@ -262,9 +262,7 @@ def read_dataset(path: str | os.PathLike, parse: Callable[[bytes], tuple | None]
     if not os.path.isdir(root):
         raise FileNotFoundError(f"no dataset at {root}")
     check_schema(root)
-    unknown = sorted(set(columns or ()) - set(COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown column(s) {unknown}; the columns are {COLUMNS}")
+    check_columns(columns)
     wanted = list(COLUMNS) if columns is None else [c for c in COLUMNS if c in columns or c in ALWAYS_READ]
     # Journals before Parquet files: a part written between the two listings is
     # then in both (and deduplicated), never in neither.
@@ -299,6 +297,13 @@ def read_dataset(path: str | os.PathLike, parse: Callable[[bytes], tuple | None]
     arrays = [table.column(name) if name in table.column_names else pa.nulls(len(table), field.type)
               for name, field in zip(COLUMNS, DATASET_SCHEMA)]
     return pa.Table.from_arrays(arrays, schema=DATASET_SCHEMA)
+
+
+def check_columns(columns: list[str] | None) -> None:
+    """Refuse a column selection that names columns a recording does not have."""
+    unknown = sorted(set(columns or ()) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; the columns are {COLUMNS}")
 
 
 def _journals(root: str) -> list[tuple[str, list[bytes]]]:

@@ -76,9 +76,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from rtm_notebook.datasets import ALWAYS_READ, DatasetRecorder, as_utc, is_dataset_path, read_dataset
+from rtm_notebook.datasets import (
+    ALWAYS_READ,
+    DatasetRecorder,
+    as_utc,
+    check_columns,
+    is_dataset_path,
+    read_dataset,
+)
 from rtm_notebook.exports import read_export
-from rtm_notebook.fields import ARROW_PARSE_OPTIONS, derive_arrow, extract
+from rtm_notebook.fields import ARROW_PARSE_OPTIONS, derive_arrow, extract, ts_seconds
 
 __all__ = ["COLUMNS", "EventFrame"]
 
@@ -938,11 +945,7 @@ class EventFrame:
         export = read_export(path)
         frame = cls()
         for message in export.messages:
-            try:
-                posted = float(message["ts"])
-            except ValueError:
-                posted = 0.0
-            frame._add(message, _encode(message), "history", 0, posted if -1e11 < posted < 1e11 else 0.0)
+            frame._add(message, _encode(message), "history", 0, ts_seconds(message["ts"]))
         frame.user_names.update(export.user_names)
         frame.channel_names.update(export.channel_names)
         return frame
@@ -1032,9 +1035,7 @@ def _row_filter(columns: list[str] | None, start: Any, end: Any):
     (None: out of range) with only ``columns``, or None when every row is kept whole."""
     if columns is None and start is None and end is None:
         return None
-    unknown = sorted(set(columns or ()) - set(COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown column(s) {unknown}; the columns are {COLUMNS}")
+    check_columns(columns)
     lo = as_utc(start).timestamp() if start is not None else -math.inf
     hi = as_utc(end).timestamp() if end is not None else math.inf
     dropped = [i for i, name in enumerate(COLUMNS)

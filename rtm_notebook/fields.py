@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-__all__ = ["FIELDS", "ARROW_PARSE_OPTIONS", "extract", "derive_arrow", "channel_of", "user_of", "type_label", "summary"]
+__all__ = ["FIELDS", "ARROW_PARSE_OPTIONS", "extract", "derive_arrow", "ts_seconds", "channel_of", "user_of",
+           "type_label", "summary"]
 
 #: The derived columns, in the order :func:`extract` returns them.
 FIELDS = ("type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "reply_to")
@@ -128,6 +129,16 @@ def derive_arrow(col: dict[str, pa.Array], n: int, pool: pa.MemoryPool) -> list[
     is_error = pc.fill_null(pc.equal(col["type"], pa.scalar("error", _LS)), False)
     col["text"] = pc.coalesce(col["text"], pc.if_else(is_error, said, pa.nulls(n, _LS)), memory_pool=pool)
     return [col[name] for name in FIELDS]
+
+
+def ts_seconds(ts: Any) -> float:
+    """A Slack ``ts`` as epoch seconds, for a row's ``received_at`` when the time it
+    was posted is all there is (history, exports); 0.0 for what is no time."""
+    try:
+        seconds = float(ts)
+    except (TypeError, ValueError):
+        return 0.0
+    return seconds if -1e11 < seconds < 1e11 else 0.0  # also rejects nan and inf
 
 
 def channel_of(event: Mapping[str, Any]) -> str | None:

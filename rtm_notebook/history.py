@@ -25,6 +25,7 @@ from typing import Any
 
 from rtm_notebook.datasets import as_utc
 from rtm_notebook.errors import SlackClientError
+from rtm_notebook.fields import ts_seconds
 
 __all__ = ["Backfill", "Progress", "TIER3_PER_MINUTE"]
 
@@ -114,7 +115,7 @@ class Backfill:
                 status.calls += 1
                 for message in page.get("messages") or []:
                     if isinstance(message, dict) and isinstance(message.get("ts"), str):
-                        self._record({**message, "channel": channel}, _ts(message["ts"]))
+                        self._record({**message, "channel": channel}, ts_seconds(message["ts"]))
                         status.messages += 1
                         if threads and message.get("reply_count") and message.get("thread_ts") == message["ts"] \
                                 and message["ts"] not in state.threads_seen:
@@ -136,7 +137,7 @@ class Backfill:
                     for message in page.get("messages") or []:
                         # Slack repeats the parent at the top of every page: it was recorded with the history.
                         if isinstance(message, dict) and isinstance(message.get("ts"), str) and message["ts"] != parent:
-                            self._record({**message, "channel": channel}, _ts(message["ts"]))
+                            self._record({**message, "channel": channel}, ts_seconds(message["ts"]))
                             status.messages += 1
                     _tell(progress, status)
                     cursor = (page.get("response_metadata") or {}).get("next_cursor")
@@ -148,14 +149,6 @@ class Backfill:
         status.done = True
         _tell(progress, status)
         return status
-
-
-def _ts(ts: str) -> float:
-    try:
-        seconds = float(ts)
-    except ValueError:
-        return 0.0
-    return seconds if -1e11 < seconds < 1e11 else 0.0
 
 
 def _tell(progress: Callable[[Progress], None] | None, status: Progress) -> None:
