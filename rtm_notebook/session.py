@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import inspect
 import logging
 import os
 import random
@@ -52,6 +53,10 @@ RECONNECT_MAX = 60.0
 HEALTHY_AFTER = 10.0
 # A successor socket that has not said hello by then is given up on (the old one reads on).
 HANDOVER_HELLO_TIMEOUT = 10.0
+# Whether EventFrame.extend can mark rows duplicate (its ``duplicate`` column
+# comes with the Socket Mode columns); until then a redelivered envelope's
+# row is recorded unmarked rather than failing the whole batch.
+_MARKS_DUPLICATES = "duplicates" in inspect.signature(EventFrame.extend).parameters
 
 
 class State(enum.StrEnum):
@@ -526,7 +531,7 @@ class Session:
 
     def _record_batch(self, number: int, frames: list[bytes], events: list[dict], received_at: float,
                       duplicates: Any = None) -> None:
-        if duplicates:
+        if duplicates and _MARKS_DUPLICATES:
             self.event_frame.extend(frames, received_at, connection=number, events=events, duplicates=duplicates)
         else:
             self.event_frame.extend(frames, received_at, connection=number, events=events)
