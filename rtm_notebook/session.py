@@ -53,6 +53,9 @@ RECONNECT_MAX = 60.0
 HEALTHY_AFTER = 10.0
 # A successor socket that has not said hello by then is given up on (the old one reads on).
 HANDOVER_HELLO_TIMEOUT = 10.0
+# After a handover the old socket reads on until the server closes it (Slack
+# closes it soon after the disconnect); past this the client closes it.
+HANDOVER_CLOSE_AFTER = 10.0
 # Whether EventFrame.extend can mark rows duplicate (its ``duplicate`` column
 # comes with the Socket Mode columns); until then a redelivered envelope's
 # row is recorded unmarked rather than failing the whole batch.
@@ -479,8 +482,7 @@ class Session:
             if link.greeted.is_set():
                 if old.end_reason is None:
                     old.end_reason = f"handed over to connection #{link.number}"
-                await old.close()
-                await asyncio.wait([old_run])
+                self._spawn(self._retire(old, old_run), f"retire-{old.number}")
                 return link, run
             # No hello (refused, or too slow): this one goes, the old one reads on.
             await link.close()
@@ -492,6 +494,18 @@ class Session:
             delay = backoff.failed()
             self._emit_error("handover_failed", f"connection #{link.number} said no hello ({link.end_reason}); "
                              f"connection #{old.number} stays, next try in {delay:.1f} s")
+
+    async def _retire(self, old: Link, old_run: asyncio.Task) -> None:
+        """Let a handed-over socket end: the server closes it once it has written what it routed there.
+
+        Closing it first would lose the acks of whatever the server wrote
+        after the client's close frame (a client may send nothing after
+        it), and the server would redeliver all of that.
+        """
+        await asyncio.wait([old_run], timeout=HANDOVER_CLOSE_AFTER)
+        if not old_run.done():
+            await old.close()
+            await asyncio.wait([old_run])
 
     async def _run_link(self, link: Link, answer: dict) -> str:
         self._link = link
