@@ -67,6 +67,11 @@ class WebSocketLink:
 
     #: what repr() calls a socket of this kind
     kind = "WebSocket"
+    #: whether aiohttp answers the server's close frame inside ``receive()``;
+    #: False: the read loop first hands on what it read before the close
+    #: (a Socket Mode link acks it: nothing may be sent after the answer),
+    #: then :meth:`close` answers it
+    autoclose = True
 
     def __init__(self, url: str, wiring: Wiring, *, open_timeout: float = 30.0, ssl: Any = None,
                  proxy: str | None = None, heartbeat: float | None = None) -> None:
@@ -104,7 +109,7 @@ class WebSocketLink:
                     self.url,
                     # autoping answers the server's pings; heartbeat, when set,
                     # sends ours and ends a socket whose pong does not come.
-                    autoping=True, heartbeat=self._heartbeat,
+                    autoping=True, autoclose=self.autoclose, heartbeat=self._heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
                     max_msg_size=MAX_FRAME_RECEIVED,
                     # Slack's frames are small: deflate would cost more CPU per

@@ -90,6 +90,8 @@ class SocketModeLink(WebSocketLink):
     """
 
     kind = "SocketModeLink"
+    # The envelopes read just before the server's close frame are acked before the close is answered.
+    autoclose = False
 
     def __init__(self, url: str, wiring: Wiring, *, seen: Seen, respond: Callable[[str, dict], Awaitable[Any]],
                  ping_interval: float, open_timeout: float = 30.0, ssl: Any = None, proxy: str | None = None) -> None:
