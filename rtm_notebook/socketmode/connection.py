@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from rtm_notebook.handlers import Interaction
-from rtm_notebook.rtm.protocol import decode
+from rtm_notebook.rtm.protocol import decode, malformed
 from rtm_notebook.socketmode.protocol import (
     ANSWER_DEADLINE,
     HANDOVER_REASONS,
@@ -107,8 +107,17 @@ class SocketModeLink(WebSocketLink):
         self._tasks: set[asyncio.Task] = set()
         self._broken = False
 
+    def _accept(self, event: Any) -> bool:
+        # An envelope, or a control frame (hello, disconnect); any other object is reported as RTM's would be.
+        return event.__class__ is dict and ("envelope_id" in event or "type" in event)
+
     def _malformed(self, data: bytes) -> dict:
-        return decode(data)
+        error = decode(data)
+        if "raw" in error and error["error"]["code"] != "no_type":
+            return error
+        # An object without either (RTM would take one with a reply_to): say what Socket Mode wants.
+        raw = error["raw"] if "raw" in error else bytes(data).decode(errors="replace")
+        return malformed("no_type", "frame is an object with neither 'envelope_id' nor 'type'", raw)
 
     async def _deliver(self, frames: list[bytes], envelopes: list[dict], arrived: float) -> None:
         self.frames += len(envelopes)
