@@ -826,7 +826,11 @@ class SocketMode(_Interactions, _Acks):
     def _disconnect(self, conn: _SocketConn, reason: str) -> None:
         if conn.closing:
             return
-        conn.send({"type": "disconnect", "reason": reason, "debug_info": {"host": self.applink_host}})
+        # Ahead of what is queued: Slack's control frames are not held behind a
+        # burst, so a client learns of the refresh while the close is still ahead.
+        conn.queue.appendleft(orjson.dumps({"type": "disconnect", "reason": reason,
+                                            "debug_info": {"host": self.applink_host}}))
+        conn.wake.set()
         self.disconnects.append({"connection": conn.number, "reason": reason, "at": time.monotonic()})
         if reason == "warning":  # a refresh comes later; the connection stays as it is
             return
@@ -1013,7 +1017,8 @@ class SocketModeApi:
             time.sleep(0.005)
 
     def socket_mode_disconnect(self, reason: str = "refresh_requested", connection: int | None = None) -> int:
-        """Send ``{"type":"disconnect","reason":reason}`` on every Socket Mode connection (or just ``connection``).
+        """Send ``{"type":"disconnect","reason":reason}`` on every Socket Mode connection (or just ``connection``),
+        ahead of the envelopes still queued for it.
 
         ``warning`` only warns. ``refresh_requested``, ``too_many_websockets``
         and ``link_disabled`` also stop new envelopes going to that
