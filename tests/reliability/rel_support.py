@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import orjson
 
@@ -148,3 +148,33 @@ def assert_nothing_left(rtm: RTMClient, sim, tasks_before: set, threads_before: 
                      if t.is_alive() and not t.name.startswith("asyncio_")} - threads_before
     assert extra_threads == set(), extra_threads
     assert rtm._link is None
+
+
+def reachable(roots, depth: int = 6, per_container: int = 300):
+    """Every rtm_notebook object (and exception) reachable from ``roots``
+    through attributes and containers, each once."""
+    seen: set[int] = set()
+    frontier = [(r, 0) for r in roots]
+    while frontier:
+        obj, d = frontier.pop()
+        if id(obj) in seen or d > depth or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+            continue
+        seen.add(id(obj))
+        module = type(obj).__module__ or ""
+        ours = module.startswith("rtm_notebook") or isinstance(obj, BaseException)
+        if ours:
+            yield obj
+        if isinstance(obj, dict):
+            children = list(obj.values())[:per_container]
+        elif isinstance(obj, (list, tuple, set, frozenset, deque)):
+            children = list(obj)[:per_container]
+        elif ours:
+            children = list(getattr(obj, "__dict__", {}).values())
+            for slot in getattr(type(obj), "__slots__", ()):
+                if hasattr(obj, slot):
+                    children.append(getattr(obj, slot))
+            if isinstance(obj, BaseException):
+                children += [obj.__cause__, obj.__context__, *obj.args]
+        else:
+            continue  # third-party internals (loops, httpx pools) are not ours to render
+        frontier.extend((c, d + 1) for c in children)

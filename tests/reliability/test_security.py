@@ -9,7 +9,6 @@ import logging
 import secrets
 import threading
 import traceback
-from collections import deque
 
 import httpx
 import psutil
@@ -24,36 +23,7 @@ from rtm_notebook.sim import SimWorkspace
 from rtm_notebook.web import AsyncWebClient, WebClient
 
 from rel_support import GUARD, general, human, until
-
-
-def _reachable(roots, depth: int = 6, per_container: int = 300):
-    """Every rtm_notebook object (and exception) reachable from ``roots``
-    through attributes and containers, each once."""
-    seen: set[int] = set()
-    frontier = [(r, 0) for r in roots]
-    while frontier:
-        obj, d = frontier.pop()
-        if id(obj) in seen or d > depth or isinstance(obj, (str, bytes, int, float, bool, type(None))):
-            continue
-        seen.add(id(obj))
-        module = type(obj).__module__ or ""
-        ours = module.startswith("rtm_notebook") or isinstance(obj, BaseException)
-        if ours:
-            yield obj
-        if isinstance(obj, dict):
-            children = list(obj.values())[:per_container]
-        elif isinstance(obj, (list, tuple, set, frozenset, deque)):
-            children = list(obj)[:per_container]
-        elif ours:
-            children = list(getattr(obj, "__dict__", {}).values())
-            for slot in getattr(type(obj), "__slots__", ()):
-                if hasattr(obj, slot):
-                    children.append(getattr(obj, slot))
-            if isinstance(obj, BaseException):
-                children += [obj.__cause__, obj.__context__, *obj.args]
-        else:
-            continue  # third-party internals (loops, httpx pools) are not ours to render
-        frontier.extend((c, d + 1) for c in children)
+from rel_support import reachable as _reachable
 
 
 def test_no_token_anywhere(sim, shell, monkeypatch, caplog, tmp_path):
