@@ -468,14 +468,14 @@ class RTMMagics(Magics):
             raise UsageError("--speed goes with --replay PATH, and is 0 (as fast as possible) or more, e.g. --speed 10")
         if args.replay is not None and (args.demo or args.token_env or args.base_url):
             raise UsageError("--replay plays a recording: it takes no --demo, --token-env or --base-url")
+        if args.replay is not None and (args.socket_mode or args.app_token_env):
+            raise UsageError("--replay plays a recording: it takes no --socket-mode or --app-token-env")
         if args.replay is not None and not os.path.exists(args.replay):
             raise UsageError(f"--replay {args.replay!r}: no such file or directory (a .jsonl recording, a Parquet "
                              "dataset directory or a Slack export)")
         if args.demo and (args.token_env or args.app_token_env or args.base_url):
             option = "--token-env" if args.token_env else "--app-token-env" if args.app_token_env else "--base-url"
             raise UsageError(f"--demo connects to the simulated workspace, {option} to a real one: drop one of them")
-        if args.replay is not None and (args.socket_mode or args.app_token_env):
-            raise UsageError("--replay plays a recording: it takes no --socket-mode or --app-token-env")
         token, app_token = (None, None) if args.demo or args.replay is not None else _tokens(args)
         socket_mode = app_token is not None or args.socket_mode
         if socket_mode and args.connect_method:
