@@ -148,7 +148,13 @@ async def test_block_actions_and_view_submissions(sim):
 
     @client.on("block_actions")
     def clicked(c, event):
-        return {"text": f"you pressed {event['actions'][0]['action_id']}", "replace_original": False}
+        return {"text": f"you pressed {event['actions'][0]['action_id']}", "response_type": "in_channel"}
+
+    shown: list[tuple[str, str]] = []
+
+    @client.on("message")
+    async def seen(c, event):
+        shown.append((event["text"], event["channel"]))
 
     @client.on("view_submission")
     def submitted(c, event):
@@ -161,6 +167,8 @@ async def test_block_actions_and_view_submissions(sim):
     assert ack["payload"] is None  # a block action takes no answer in its ack: it goes to the response_url
     await until(lambda: sim.responses, "the block action's answer")
     assert sim.responses[0]["body"]["text"] == "you pressed approve"
+    # In the channel of the message whose button was pressed, as Slack shows it.
+    await until(lambda: ("you pressed approve", general(sim)) in shown, "the answer in the channel")
     envelope_id = sim.view_submission("signup", {"name": {"value": "x"}})
     ack = await ack_of(sim, envelope_id)
     assert ack["payload"] == {"response_action": "errors", "errors": {"name": "too short"}}

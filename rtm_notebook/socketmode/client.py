@@ -63,6 +63,7 @@ class SocketModeClient(Session):
         #: the event ids received lately, across sockets and restarts (redeliveries are not run again)
         self.seen = Seen()
         self._asked_who = False
+        self._duplicates = 0  # of the sockets that have ended
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f" app_token={mask_token(self._app_token)!s}>"
@@ -105,8 +106,6 @@ class SocketModeClient(Session):
         """Redelivered events received again and not dispatched (their rows say ``duplicate``)."""
         link = self._link
         return self._duplicates + (link.duplicates if link is not None else 0)
-
-    _duplicates = 0
 
     def _end_link(self, link: Any) -> None:
         self._duplicates += link.duplicates
