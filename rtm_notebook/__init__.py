@@ -26,6 +26,7 @@ logging.getLogger("rtm_notebook").addHandler(logging.NullHandler())
 _EXPORTS = {
     "RTMClient": "rtm_notebook.seed",
     "RTMSession": "rtm_notebook.rtm.client",
+    "SocketModeClient": "rtm_notebook.socketmode.client",
     "AsyncWebClient": "rtm_notebook.web",
     "WebClient": "rtm_notebook.web",
     "SlackResponse": "rtm_notebook.web",
@@ -43,7 +44,7 @@ _EXPORTS = {
     "MessageTooLargeError": "rtm_notebook.errors",
 }
 
-_CLIENTS = frozenset(("RTMClient", "RTMSession", "replay", "ReplaySession"))
+_CLIENTS = frozenset(("RTMClient", "RTMSession", "SocketModeClient", "replay", "ReplaySession"))
 
 __all__ = sorted(_EXPORTS) + ["load_ipython_extension", "unload_ipython_extension"]
 

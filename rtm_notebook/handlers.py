@@ -40,16 +40,19 @@ from time import perf_counter
 from typing import Any
 
 from rtm_notebook.errors import SlackClientError
+from rtm_notebook.fields import channel_of
 from rtm_notebook.loops import hand_over
 
-__all__ = ["ErrorEvent", "Handler", "HandlerRegistry", "STOP_TIMEOUT", "event_types", "validate_handler"]
+__all__ = ["ErrorEvent", "Handler", "Interaction", "HandlerRegistry", "STOP_TIMEOUT", "event_types", "validate_handler"]
 
 # How long stopping waits for a sync handler that is still inside a call
 # before leaving its thread to finish on its own (it exits right after).
 STOP_TIMEOUT = 5.0
 
 _STOP = object()
-_FILTER_KEYS = ("match", "channel", "subtype")
+_FILTER_KEYS = ("match", "channel", "subtype", "command")
+#: the type of a Socket Mode slash command's event; ``on("/deploy")`` means this type, command "/deploy"
+SLASH_COMMAND = "slash_command"
 #: the client's own events: still delivered to handlers when the client stops
 LIFECYCLE = frozenset(("open", "close", "state_change", "error", "hello", "goodbye"))
 
@@ -64,6 +67,19 @@ class ErrorEvent(dict):
     def __init__(self, fields: dict, exception: BaseException | None) -> None:
         super().__init__(fields)
         self.exception = exception
+
+
+class Interaction(dict):
+    """A slash command or interactive payload (Socket Mode): a handler answers
+    it by returning a value. After every call of a handler that got it (or
+    that its filters skipped) the worker calls ``settle(result)`` on the
+    loop, ``result`` being what the call returned (None when it raised)."""
+
+    __slots__ = ("settle",)
+
+    def __init__(self, fields: dict, settle: Callable[[Any], None]) -> None:
+        super().__init__(fields)
+        self.settle = settle
 
 
 def validate_handler(fn: Any) -> None:
@@ -151,7 +167,7 @@ class Handler:
         filters = {k: v for k, v in (filters or {}).items() if v is not None}
         unknown = set(filters) - set(_FILTER_KEYS)
         if unknown:
-            raise TypeError(f"unknown handler filter(s) {sorted(unknown)}; use match=, channel= or subtype=")
+            raise TypeError(f"unknown handler filter(s) {sorted(unknown)}; use match=, channel=, subtype= or command=")
         self.name = name
         self.event = event
         self.fn = fn
@@ -176,6 +192,7 @@ class Handler:
         self._match = re.compile(match) if isinstance(match, str) else match
         self._channels = _as_set(filters.get("channel"))
         self._subtypes = _as_set(filters.get("subtype"))
+        self._commands = _as_set(filters.get("command"))
         self._has_filters = bool(filters)
         self._registry: HandlerRegistry | None = None
         self.dropped = 0
@@ -234,9 +251,11 @@ class Handler:
         """Whether ``event`` passes this handler's filters."""
         if not self._has_filters:
             return True
-        if self._channels is not None and event.get("channel") not in self._channels:
+        if self._channels is not None and channel_of(event) not in self._channels:
             return False
         if self._subtypes is not None and event.get("subtype") not in self._subtypes:
+            return False
+        if self._commands is not None and event.get("command") not in self._commands:
             return False
         if self._match is not None:
             text = event.get("text")
@@ -292,15 +311,18 @@ class Handler:
             event = q.popleft()
             if event is _STOP:
                 return
+            result = None
             if self._has_filters and not self.accepts(event):
+                if event.__class__ is Interaction:
+                    event.settle(None)
                 continue
             self._busy_since = start = perf_counter()
             try:
                 if self.call_context is not None:
                     with self.call_context():
-                        await call(event)
+                        result = await call(event)
                 else:
-                    await call(event)
+                    result = await call(event)
             except Exception as exc:  # a handler's bug must not stop the others
                 self.total_time += perf_counter() - start
                 self._report(exc, _format(exc), event)
@@ -309,6 +331,8 @@ class Handler:
                 self._ok += 1
             finally:
                 self._busy_since = None
+            if event.__class__ is Interaction:
+                event.settle(result)
 
     def _run_sync(self, loop: asyncio.AbstractEventLoop, exited: asyncio.Future, q: queue.SimpleQueue,
                   drop: threading.Event) -> None:
@@ -329,15 +353,18 @@ class Handler:
                     if self.accepts(event):
                         self.dropped += 1
                     continue
+                result = None
                 if self._has_filters and not self.accepts(event):
+                    if event.__class__ is Interaction:
+                        hand_over(loop, event.settle, None)
                     continue
                 self._busy_since = start = perf_counter()
                 try:
                     if self.call_context is not None:
                         with self.call_context():
-                            call(event)
+                            result = call(event)
                     else:
-                        call(event)
+                        result = call(event)
                 except Exception as exc:
                     self.total_time += perf_counter() - start
                     if not hand_over(loop, self._report, exc, _format(exc), event):
@@ -349,6 +376,8 @@ class Handler:
                     self._ok += 1
                 finally:
                     self._busy_since = None
+                if event.__class__ is Interaction:
+                    hand_over(loop, event.settle, result)
         finally:
             hand_over(loop, _resolve, exited)  # False: the loop has closed, nobody waits
 
@@ -494,7 +523,8 @@ class HandlerRegistry:
         filters: dict | None = None,
         call_context: Callable[[], AbstractContextManager] | None = None,
     ) -> Handler:
-        """Register ``fn`` for events of type ``event`` (``"*"`` for all).
+        """Register ``fn`` for events of type ``event`` (``"*"`` for all; a
+        slash command such as ``"/deploy"``: ``slash_command`` events of that command).
 
         ``name`` defaults to the function's name, so re-running a
         notebook cell that defines the same function replaces the handler
@@ -505,6 +535,11 @@ class HandlerRegistry:
             raise TypeError(f"handler {fn!r} is not callable")
         if not isinstance(event, str) or not event:
             raise TypeError(f"event must be a non-empty string such as 'message' or '*', not {event!r}")
+        if event.startswith("/"):
+            if len(event) < 2 or any(c.isspace() for c in event):
+                raise SlackClientError(f"a slash command is one word after '/', such as '/deploy', not {event!r}")
+            filters = {**(filters or {}), "command": event}
+            event = SLASH_COMMAND
         if name is None:
             name = getattr(fn, "__name__", None)
             if not name or name == "<lambda>":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import os
 import random
@@ -49,6 +50,8 @@ _time = time.time
 RECONNECT_BASE = 1.0
 RECONNECT_MAX = 60.0
 HEALTHY_AFTER = 10.0
+# A successor socket that has not said hello by then is given up on (the old one reads on).
+HANDOVER_HELLO_TIMEOUT = 10.0
 
 
 class State(enum.StrEnum):
@@ -335,46 +338,34 @@ class Session:
 
     async def _session(self) -> None:
         transport = self._transport()
+        if self._record is not None:
+            self.event_frame.transport = transport.name  # the rows of this run say which transport
         backoff = Backoff()
         delay = 0.0
         try:
             while True:
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                try:
-                    answer = await transport.connect()
-                    self._take_answer(answer)
-                except (SlackClientError, Retry) as exc:
-                    if isinstance(exc, Retry) and self.auto_reconnect:
-                        delay = backoff.failed(exc.retry_after)
-                        self._emit_error("connect_failed", f"{exc} (retrying in {delay:.1f} s)", exc.error)
-                        self._set_state(State.RECONNECTING)
-                        continue
-                    self._end(exc.error if isinstance(exc, Retry) and exc.error is not None else exc)
+                opened = await self._open(transport, backoff, delay)
+                if opened is None:
                     return
-                self.connection_number += 1
-                wiring = Wiring(self.connection_number, self._intake, self._sent,
-                                self._record_batch if self._record is not None else None)
-                link = transport.link(answer, wiring)
-                try:
-                    await link.open()
-                except (OSError, TimeoutError, ValueError) as exc:
-                    why = f"could not open the socket ({type(exc).__name__}: {exc})"
-                    if not self.auto_reconnect:
-                        self._end(SlackClientNotConnectedError(why))
-                        return
-                    delay = backoff.failed()
-                    self._emit_error("socket_failed", f"{why} (retrying in {delay:.1f} s)", exc)
-                    self._set_state(State.RECONNECTING)
-                    continue
-                self._control_types = frozenset(("hello",)) | NAMING_EVENTS | transport.control
-                reason = await self._run_link(link, answer)
+                link = await self._run_links(transport, backoff, *opened)
+                fatal = getattr(link, "fatal", None)
+                if fatal is not None:
+                    self._end(fatal)
+                if self._runner.ended_by is not None:
+                    return
                 lasted = None if self._hello_at is None else time.monotonic() - self._hello_at
+                reason = link.end_reason or "ended"
                 if not self.auto_reconnect:
                     log.info("connection #%s ended (%s); auto_reconnect is off", link.number, reason)
                     self._set_state(State.DISCONNECTED)
                     return
-                delay = backoff.ended(lasted)
+                refused = getattr(link, "retry_later", None)
+                if refused is not None:
+                    # Refused, not ended: the backoff grows as for a failed connect.
+                    delay = backoff.failed()
+                    self._emit_error("socket_refused", f"{refused} (retrying in {delay:.1f} s)")
+                else:
+                    delay = backoff.ended(lasted)
                 log.info("connection #%s ended (%s); reconnecting in %.1f s", link.number, reason, delay)
                 self._set_state(State.RECONNECTING)
         except asyncio.CancelledError:
@@ -388,6 +379,45 @@ class Session:
             if (runner.ended_by is not None or runner.stopping) and not runner.released:
                 await runner.release()  # nothing will run again
 
+    async def _open(self, transport: Transport, backoff: Backoff, delay: float) -> tuple[Link, dict] | None:
+        """Ask for a socket and open it, retrying as the backoff says; None: the session has ended."""
+        while True:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                answer = await transport.connect()
+                self._take_answer(answer)
+            except (SlackClientError, Retry) as exc:
+                if isinstance(exc, Retry) and self.auto_reconnect:
+                    delay = backoff.failed(exc.retry_after)
+                    self._emit_error("connect_failed", f"{exc} (retrying in {delay:.1f} s)", exc.error)
+                    self._reconnecting()
+                    continue
+                self._end(exc.error if isinstance(exc, Retry) and exc.error is not None else exc)
+                return None
+            self.connection_number += 1
+            number = self.connection_number
+            record = functools.partial(self._record_batch, number) if self._record is not None else None
+            link = transport.link(answer, Wiring(number, self._intake, self._sent, record, self._listeners))
+            try:
+                await link.open()
+            except (OSError, TimeoutError, ValueError) as exc:
+                why = f"could not open the socket ({type(exc).__name__}: {exc})"
+                if not self.auto_reconnect:
+                    self._end(SlackClientNotConnectedError(why))
+                    return None
+                delay = backoff.failed()
+                self._emit_error("socket_failed", f"{why} (retrying in {delay:.1f} s)", exc)
+                self._reconnecting()
+                continue
+            self._control_types = frozenset(("hello",)) | NAMING_EVENTS | transport.control
+            return link, answer
+
+    def _reconnecting(self) -> None:
+        # While a link still reads (a handover in progress), the client is connected.
+        if self._link is None:
+            self._set_state(State.RECONNECTING)
+
     def _take_answer(self, answer: dict) -> None:
         try:
             self._connected(answer)
@@ -397,6 +427,66 @@ class Session:
             self.last_error = exc
             log.exception("could not read the connect answer")
             raise Retry(f"could not read the connect answer ({type(exc).__name__}: {exc})", error=exc) from None
+
+    async def _run_links(self, transport: Transport, backoff: Backoff, link: Link, answer: dict) -> Link:
+        """Read ``link`` and every link it hands over to; return the last one, ended.
+
+        A link that asks for a successor (Socket Mode's ``disconnect``:
+        ``warning``, ``refresh_requested``) keeps reading while the next one
+        opens; it is closed once the next one has said hello, so nothing
+        falls between the two. RTM's links never ask.
+        """
+        run = self._spawn(self._run_link(link, answer), f"link-{link.number}")
+        while True:
+            wanted = getattr(link, "wants_successor", None)
+            if wanted is None:
+                await asyncio.wait([run])
+                return link
+            asked = self._spawn(wanted.wait(), f"handover-{link.number}")
+            try:
+                await asyncio.wait([run, asked], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                asked.cancel()
+            if run.done():
+                return link
+            successor = await self._successor(transport, backoff, link, run)
+            if successor is None:  # the session ended meanwhile
+                await link.close()
+                await asyncio.wait([run])
+                return link
+            link, run = successor
+
+    async def _successor(self, transport: Transport, backoff: Backoff, old: Link,
+                         old_run: asyncio.Task) -> tuple[Link, asyncio.Task] | None:
+        delay = 0.0
+        while True:
+            opened = await self._open(transport, backoff, delay)
+            if opened is None:
+                return None
+            link, answer = opened
+            run = self._spawn(self._run_link(link, answer), f"link-{link.number}")
+            greeted = self._spawn(link.greeted.wait(), f"hello-{link.number}")
+            try:
+                await asyncio.wait([run, greeted], timeout=HANDOVER_HELLO_TIMEOUT,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                greeted.cancel()
+            if link.greeted.is_set():
+                if old.end_reason is None:
+                    old.end_reason = f"handed over to connection #{link.number}"
+                await old.close()
+                await asyncio.wait([old_run])
+                return link, run
+            # No hello (refused, or too slow): this one goes, the old one reads on.
+            await link.close()
+            await asyncio.wait([run])
+            fatal = getattr(link, "fatal", None)
+            if fatal is not None:
+                self._end(fatal)
+                return None
+            delay = backoff.failed()
+            self._emit_error("handover_failed", f"connection #{link.number} said no hello ({link.end_reason}); "
+                             f"connection #{old.number} stays, next try in {delay:.1f} s")
 
     async def _run_link(self, link: Link, answer: dict) -> str:
         self._link = link
@@ -412,7 +502,7 @@ class Session:
             if self._link is link:
                 self._link = None
                 self.outbox.open = False
-                self._end_link(link)
+            self._end_link(link)
 
     def _end_link(self, link: Link) -> None:
         for fut in link.abandon().values():
@@ -420,7 +510,8 @@ class Session:
                 fut.set_exception(DeliveryError(
                     f"connection #{link.number} closed before Slack replied; the message may or may not "
                     "have been posted (check the channel before sending it again)"))
-        self._emit({"type": "close", "connection": link.number, "reason": link.end_reason or "ended"})
+        self._emit({"type": "close", "connection": link.number, "reason": link.end_reason or "ended"},
+                   connection=link.number)
 
     def _end(self, exc: BaseException) -> None:
         """The session ends with ``exc``: record and show it, fail what waits, stop."""
@@ -433,8 +524,16 @@ class Session:
 
     # -- intake (the hot path) ------------------------------------------------------------
 
-    def _record_batch(self, frames: list[bytes], events: list[dict], received_at: float) -> None:
-        self.event_frame.extend(frames, received_at, connection=self.connection_number, events=events)
+    def _record_batch(self, number: int, frames: list[bytes], events: list[dict], received_at: float,
+                      duplicates: Any = None) -> None:
+        if duplicates:
+            self.event_frame.extend(frames, received_at, connection=number, events=events, duplicates=duplicates)
+        else:
+            self.event_frame.extend(frames, received_at, connection=number, events=events)
+
+    def _listeners(self, event_type: str) -> int:
+        """Handlers registered for ``event_type`` itself (not ``"*"``): those that may answer it."""
+        return len(self.handlers._index.get(event_type, ()))
 
     def _intake(self, event: dict, raw: bytes | str | None = None) -> None:
         """One received event, recorded already unless ``raw`` is given."""
@@ -481,13 +580,15 @@ class Session:
             if closing is not None:
                 self._spawn(closing, f"control-{self._link.number}")
 
-    def _emit(self, event: dict, *, dispatch: bool = True, recorded: dict | None = None) -> None:
+    def _emit(self, event: dict, *, dispatch: bool = True, recorded: dict | None = None,
+              connection: int | None = None) -> None:
         """Record and dispatch an event the client itself produced; ``recorded``
-        is what the record and the taps get when handlers are owed more."""
+        is what the record and the taps get when handlers are owed more;
+        ``connection`` the socket it is about (default: the newest)."""
         t = event["type"]
         shown = event if recorded is None else recorded
         if self._record is not None:
-            self._record(shown, None, "in", self.connection_number, _time())
+            self._record(shown, None, "in", self.connection_number if connection is None else connection, _time())
         self.counts[t] += 1
         if self._taps:
             self._feed_taps(shown)

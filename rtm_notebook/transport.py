@@ -29,12 +29,25 @@ each event. A frame that is no event becomes an ``error`` event passed as
 ``intake(event, raw)`` so the core records it with its text. A transport
 whose events must be acknowledged (Socket Mode) acknowledges each one
 after ``record`` and before ``intake``, so no handler can delay an ack.
-``wiring.sent(message, text)`` is called for every frame written.
+``wiring.sent(message, text)`` is called for every frame written (Socket
+Mode: every ack that carries an answer; a plain ack is implied by the
+envelope's row).
+
+A link may also have (Socket Mode's do; the core reads them with getattr):
+
+* ``wants_successor`` (an ``asyncio.Event``): set when the server asks the
+  client to move to a new socket; the core opens the next link, waits for
+  its ``greeted`` (an ``asyncio.Event`` set at hello) and only then closes
+  this one, so nothing falls between the two;
+* ``fatal``: an exception that ends the session once the link has ended
+  (Socket Mode turned off for the app);
+* ``retry_later``: why the server refused the socket (too many open); the
+  core backs off as for a failed connect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,7 +78,9 @@ class Wiring:
     number: int
     intake: Callable[..., None]
     sent: Callable[[dict, str], None]
-    record: Callable[[Sequence[bytes], Sequence[dict], float], None] | None
+    record: Callable[..., None] | None
+    #: event type -> how many handlers are registered for it (those that may answer an interaction)
+    listeners: Callable[[str], int] = lambda event_type: 0
 
 
 class Link(Protocol):

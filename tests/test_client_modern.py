@@ -17,8 +17,8 @@ from rtm_notebook.errors import (
     SlackClientError,
     SlackClientNotConnectedError,
 )
-from rtm_notebook.rtm.connection import parsed_frames
 from rtm_notebook.web import AsyncWebClient, WebClient
+from rtm_notebook.websocket import parsed_frames
 
 from rtm_support import GUARD, assert_clean, client_for, general, human, no_sockets_left, rtm_threads, until
 

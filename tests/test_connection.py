@@ -11,8 +11,9 @@ import aiohttp
 from aiohttp import web
 
 from rtm_notebook.events import EventFrame
-from rtm_notebook.rtm.connection import Connection, drop, parsed_frames
+from rtm_notebook.rtm.connection import Connection
 from rtm_notebook.transport import Wiring
+from rtm_notebook.websocket import drop, parsed_frames
 
 from rtm_support import GUARD, client_for, until
 

@@ -1,0 +1,267 @@
+"""One Socket Mode WebSocket: envelopes in, acks out, before any handler runs.
+
+Per wake-up of the read loop (:class:`~rtm_notebook.websocket.WebSocketLink`)
+the batch of frames is, in this order:
+
+1. recorded, whole envelopes as they arrived (``wiring.record``), a
+   redelivered event already seen marked as a duplicate;
+2. acknowledged: one ack per envelope, written before any handler gets the
+   batch, so no handler (slow, stuck, failing) can make an ack late. The
+   exception is an envelope that accepts an answer (a slash command, a
+   view submission) and has handlers for its type: its ack waits for their
+   answer up to :data:`~.protocol.ANSWER_DEADLINE`, then goes out empty;
+3. handed to the core (``wiring.intake``): the *inner* event (an Events API
+   event has the shape of the RTM event of the same type), a duplicate not
+   again.
+
+``disconnect`` frames are recorded and dispatched as events too, and then
+acted on: ``warning``/``refresh_requested`` ask the core for a successor
+(it opens the next socket before this one closes), ``link_disabled`` ends
+the session with what to do, ``too_many_websockets`` refuses this socket.
+Keepalive is WebSocket pings (Slack pings its clients; aiohttp's heartbeat
+sends ours and ends a socket whose pong does not come).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from rtm_notebook.handlers import Interaction
+from rtm_notebook.rtm.protocol import decode
+from rtm_notebook.socketmode.protocol import (
+    ANSWER_DEADLINE,
+    HANDOVER_REASONS,
+    Seen,
+    SocketModeDisabled,
+    ack_frame,
+    answer_payload,
+    event_id_of,
+    inner_event,
+)
+from rtm_notebook.transport import ConnectionClosed, Wiring
+from rtm_notebook.websocket import WebSocketLink
+
+__all__ = ["SocketModeLink"]
+
+log = logging.getLogger(__name__)
+
+_EVENTS_API = "events_api"
+
+
+class _Held:
+    """An envelope whose handlers may answer it: its ack, deadline and response_url."""
+
+    __slots__ = ("envelope_id", "type", "accepts", "response_url", "expected", "timer", "acked", "answered")
+
+    def __init__(self, envelope: dict, event_type: str, expected: int) -> None:
+        self.envelope_id: str = envelope["envelope_id"]
+        self.type = event_type
+        self.accepts = envelope.get("accepts_response_payload") is True
+        payload = envelope.get("payload")
+        self.response_url = _response_url(payload) if isinstance(payload, dict) else None
+        self.expected = expected
+        self.timer: asyncio.TimerHandle | None = None
+        self.acked = not self.accepts  # an envelope that takes no answer was acked with the others
+        self.answered = False
+
+
+def _response_url(payload: dict) -> str | None:
+    url = payload.get("response_url")
+    if isinstance(url, str):
+        return url
+    urls = payload.get("response_urls")  # a view submission's, when its modal asked for one
+    if isinstance(urls, list) and urls and isinstance(urls[0], dict) and isinstance(urls[0].get("response_url"), str):
+        return urls[0]["response_url"]
+    return None
+
+
+class SocketModeLink(WebSocketLink):
+    """A single Socket Mode WebSocket (a transport Link; see :mod:`rtm_notebook.transport`).
+
+    ``seen`` is the client's memory of event ids (shared by its sockets, so
+    a redelivery on another socket is a duplicate too); ``respond(url,
+    body)`` posts an answer to a ``response_url``.
+    """
+
+    kind = "SocketModeLink"
+
+    def __init__(self, url: str, wiring: Wiring, *, seen: Seen, respond: Callable[[str, dict], Awaitable[Any]],
+                 ping_interval: float, open_timeout: float = 30.0, ssl: Any = None, proxy: str | None = None) -> None:
+        super().__init__(url, wiring, open_timeout=open_timeout, ssl=ssl, proxy=proxy, heartbeat=ping_interval)
+        self.seen = seen
+        self.greeted = asyncio.Event()
+        self.wants_successor = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self.retry_later: str | None = None
+        #: envelopes received, acks written, redelivered events not dispatched again
+        self.envelopes = self.acks = self.duplicates = 0
+        self._respond = respond
+        self._tasks: set[asyncio.Task] = set()
+        self._broken = False
+
+    def _malformed(self, data: bytes) -> dict:
+        return decode(data)
+
+    async def _deliver(self, frames: list[bytes], envelopes: list[dict], arrived: float) -> None:
+        self.frames += len(envelopes)
+        wiring, seen = self._wiring, self.seen
+        events: list[Any] = []
+        duplicates: list[int] | None = None
+        controls: list[dict] | None = None
+        for i, envelope in enumerate(envelopes):
+            if envelope.get("envelope_id").__class__ is not str:
+                events.append(envelope)  # hello, disconnect: the frame is the event
+                if envelope.get("type") in ("hello", "disconnect"):
+                    controls = [envelope] if controls is None else [*controls, envelope]
+                continue
+            self.envelopes += 1
+            if envelope.get("type") == _EVENTS_API:
+                event_id = event_id_of(envelope)
+                if event_id is not None and not seen.add(event_id):
+                    # Handlers had it (or have it queued): recorded, acked, not run again.
+                    self.duplicates += 1
+                    if duplicates is None:
+                        duplicates = []
+                    duplicates.append(i)
+                    events.append(None)
+                    continue
+            events.append(inner_event(envelope))
+        if wiring.record is not None:
+            wiring.record(frames, envelopes, arrived, duplicates)
+        await self._ack_batch(envelopes, events)
+        intake = wiring.intake
+        for event in events:
+            if event is not None:
+                intake(event)
+        if controls is not None:
+            for frame in controls:
+                if frame["type"] == "hello":
+                    self.greeted.set()
+                else:
+                    await self._disconnect(frame)
+
+    async def _ack_batch(self, envelopes: list[dict], events: list[Any]) -> None:
+        send = self.ws.send_str
+        listeners = self._wiring.listeners
+        for i, envelope in enumerate(envelopes):
+            envelope_id = envelope.get("envelope_id")
+            if envelope_id.__class__ is not str:
+                continue
+            event = events[i]
+            if event is not None and envelope.get("type") != _EVENTS_API:
+                expected = listeners(event.get("type"))
+                if expected:
+                    held = _Held(envelope, event.get("type"), expected)
+                    events[i] = Interaction(event, functools.partial(self._settle, held))
+                    if held.accepts:
+                        held.timer = asyncio.get_running_loop().call_later(ANSWER_DEADLINE, self._deadline, held)
+                        continue
+            if self._broken:
+                continue
+            try:
+                await send(ack_frame(envelope_id))
+            except ConnectionError:
+                # The socket is closing: what is not acked comes again (events)
+                # and is then a duplicate; everything read is still dispatched.
+                self._broken = True
+            else:
+                self.acks += 1
+
+    async def _disconnect(self, frame: dict) -> None:
+        reason = frame.get("reason")
+        if reason == "link_disabled":
+            self.fatal = SocketModeDisabled()
+        elif reason == "too_many_websockets":
+            self.retry_later = (f"Slack refused connection #{self.number}: too_many_websockets (an app may have 10 "
+                                "Socket Mode connections open; is this app running in another kernel or process? "
+                                "Stop those clients)")
+        else:  # warning, refresh_requested, or a reason Slack adds later: move over
+            if reason not in HANDOVER_REASONS:
+                log.info("Socket Mode connection #%s: disconnect %r; moving to a new connection", self.number, reason)
+            self.wants_successor.set()
+            return
+        self.end_reason = f"disconnect: {reason}"
+        await self.close()
+
+    # -- answers -------------------------------------------------------------------
+
+    def _settle(self, held: _Held, result: Any) -> None:
+        """A handler that got ``held``'s event has returned ``result`` (on the loop)."""
+        held.expected -= 1
+        try:
+            answer = answer_payload(result)
+        except TypeError as exc:
+            self._report("bad_answer", f"{held.type}: {exc}")
+            answer = None
+        if answer is not None and not held.answered:
+            held.answered = True
+            if not held.acked and not self._broken and self.ws is not None and not self.ws.closed:
+                self._ack(held, answer)
+            elif held.response_url is not None:
+                self._spawn(self._post(held, answer))
+            else:
+                self._report("no_response_url", f"a {held.type} answered after the ack has no response_url to "
+                             "take the answer; post it with client.web_client instead")
+        if held.expected <= 0 and not held.acked:
+            self._ack(held, None)
+
+    def _deadline(self, held: _Held) -> None:
+        if not held.acked:
+            self._ack(held, None)  # a later answer goes to the response_url
+
+    def _ack(self, held: _Held, answer: dict | None) -> None:
+        held.acked = True
+        if held.timer is not None:
+            held.timer.cancel()
+        text = ack_frame(held.envelope_id, answer)
+        self._spawn(self._write(text))
+        if answer is not None:
+            # Recorded as what it is (the wire text has no type), the answer included.
+            self._wiring.sent({"type": "ack", "envelope_id": held.envelope_id, "payload": answer}, None)
+
+    async def _write(self, text: str) -> None:
+        try:
+            await self.ws.send_str(text)
+        except ConnectionError:
+            self._broken = True
+        else:
+            self.acks += 1
+
+    async def _post(self, held: _Held, answer: dict) -> None:
+        try:
+            await self._respond(held.response_url, answer)
+        except Exception as exc:
+            self._report("response_failed", f"posting the answer to the {held.type}'s response_url failed: {exc}")
+            return
+        # The URL itself is a short-lived credential: the record keeps what was said.
+        self._wiring.sent({"type": "response", "envelope_id": held.envelope_id, "payload": answer}, None)
+
+    def _report(self, code: str, msg: str) -> None:
+        log.warning("%s", msg)
+        error = {"type": "error", "error": {"code": code, "msg": msg}}
+        self._wiring.intake(error, orjson.dumps(error).decode())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"rtm-socketmode-{self.number}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the rest of a Link ------------------------------------------------------------
+
+    def control(self, event: dict) -> Any:
+        return None  # the link acts on its own disconnect frames (see _disconnect)
+
+    async def send(self, message: dict) -> int:
+        raise ConnectionClosed("a Socket Mode socket carries only acks; post messages with client.send_message "
+                               "or client.web_client")
+
+    async def close(self) -> None:
+        await super().close()
+        if self._tasks:  # acks and answers in flight finish (their socket is gone: they fail fast)
+            await asyncio.wait(list(self._tasks), timeout=5.0)

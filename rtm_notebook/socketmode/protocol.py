@@ -1,0 +1,157 @@
+"""Socket Mode as pure logic: what an envelope carries, its ack, and which events were seen.
+
+The rules come from ``shared/PROTOCOL.md`` ("Socket Mode"):
+
+* every frame from Slack is a JSON object; an *envelope* has an
+  ``envelope_id``, a ``type`` (``events_api``, ``slash_commands``,
+  ``interactive``) and a ``payload``; other frames (``hello``,
+  ``disconnect``) are control frames;
+* every envelope is acknowledged by writing ``{"envelope_id": …}``, with a
+  ``payload`` only where the envelope says ``accepts_response_payload``;
+* an ``events_api`` envelope not acknowledged within 3 s comes again as a
+  new envelope with the same ``event_id`` and ``retry_attempt`` 1, 2, 3.
+
+Nothing here does I/O: :mod:`rtm_notebook.socketmode.connection` feeds
+frames in and writes out what this module returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+
+from rtm_notebook.errors import SlackApiError
+
+__all__ = ["ANSWER_DEADLINE", "HANDOVER_REASONS", "FATAL_OPEN_ERRORS", "Seen", "SocketModeConnectError",
+           "SocketModeDisabled", "ack_frame", "answer_payload", "event_id_of"]
+
+# Slack wants the ack within 3 s; an answer a handler gives later than this
+# goes to the response_url instead, leaving the ack the time to arrive.
+ANSWER_DEADLINE = 2.5
+#: disconnect reasons that mean "move to a new socket": the next one opens before this one closes
+HANDOVER_REASONS = frozenset(("warning", "refresh_requested"))
+
+# apps.connections.open's errors that no retry fixes, and what to do about each.
+FATAL_OPEN_ERRORS: dict[str, str] = {
+    "not_authed": "No app-level token was sent. Pass app_token=... or set SLACK_APP_TOKEN (xapp-...).",
+    "invalid_auth": ("The app-level token is not valid. Copy the whole token (xapp-...) from the app's "
+                     "Basic Information page, App-Level Tokens."),
+    "not_allowed_token_type": (
+        "That is not an app-level token: Socket Mode opens with the xapp-... token (scope connections:write) "
+        "from Basic Information > App-Level Tokens; pass the bot token (xoxb-...) as token=."),
+    "missing_scope": "The app-level token lacks the connections:write scope. Generate one with that scope.",
+    "account_inactive": "The token belongs to a deleted or deactivated app. Create a new token.",
+    "token_revoked": "The app-level token was revoked. Generate a new one under Basic Information.",
+    "token_expired": "The app-level token has expired. Generate a new one under Basic Information.",
+    "access_denied": ("Socket Mode is turned off for this app. Turn it on under Settings > Socket Mode in the "
+                      "app's settings (api.slack.com/apps), then connect again."),
+    "team_disabled": "The workspace has been disabled.",
+}
+
+
+class SocketModeConnectError(SlackApiError):
+    """``apps.connections.open`` failed with an error that retrying cannot fix (``error``, ``hint``)."""
+
+    def __init__(self, error: str, response: Any = None) -> None:
+        self.hint = FATAL_OPEN_ERRORS.get(error, "")
+        self._code = error
+        super().__init__(f"Slack refused the Socket Mode connection: {error}. {self.hint}".strip(), response)
+
+    @property
+    def error(self) -> str:
+        return self._code
+
+
+class SocketModeDisabled(SlackApiError):
+    """Slack said ``link_disabled``: Socket Mode was turned off for the app; the client stops."""
+
+    error = "link_disabled"
+
+    def __init__(self) -> None:
+        super().__init__("Slack closed the Socket Mode connection: link_disabled. Socket Mode was turned off in "
+                         "the app's settings (api.slack.com/apps > Settings > Socket Mode); turn it on and "
+                         "connect again.", None)
+
+
+def ack_frame(envelope_id: str, payload: dict | None = None) -> str:
+    """The text of the ack for one envelope (with its answer, where it accepts one)."""
+    if payload is None:
+        return orjson.dumps({"envelope_id": envelope_id}).decode()
+    return orjson.dumps({"envelope_id": envelope_id, "payload": payload}).decode()
+
+
+def answer_payload(value: Any) -> dict | None:
+    """A handler's return value as an answer: a str is its text, a dict is sent as it is, None is no answer.
+
+    Raises TypeError for anything else (the handler's author sees why).
+    """
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return {"text": value}
+    raise TypeError(f"a handler answers a slash command or interactive payload with a str or a dict "
+                    f"(e.g. {{'text': ..., 'response_type': 'in_channel'}}), not {type(value).__name__}")
+
+
+def inner_event(envelope: dict) -> dict:
+    """What an envelope carries, as handlers get it (provisional: fields.inner_event replaces it)."""
+    payload = envelope.get("payload")
+    kind = envelope.get("type")
+    if kind == "events_api" and isinstance(payload, dict) and isinstance(payload.get("event"), dict):
+        return payload["event"]
+    if kind == "interactive" and isinstance(payload, dict) and isinstance(payload.get("type"), str):
+        return payload
+    if kind == "slash_commands":
+        kind = "slash_command"
+    return {**payload, "type": kind} if isinstance(payload, dict) else {"type": kind}
+
+
+def event_id_of(envelope: dict) -> str | None:
+    """The ``event_id`` of an ``events_api`` envelope (None for the others)."""
+    payload = envelope.get("payload")
+    if payload.__class__ is dict:
+        event_id = payload.get("event_id")
+        if event_id.__class__ is str:
+            return event_id
+    return None
+
+
+class Seen:
+    """The event ids received lately, across connections: a redelivery of one is not dispatched again.
+
+    Slack's last retry comes a few minutes after the first delivery; an id
+    is kept for ``keep_for`` seconds and at most ``limit`` ids are kept (the
+    oldest go first), so memory stays bounded under a firehose.
+    """
+
+    def __init__(self, keep_for: float = 900.0, limit: int = 1_000_000) -> None:
+        self.keep_for = keep_for
+        self.limit = limit
+        self._ids: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str, now: float | None = None) -> bool:
+        """Remember ``event_id``; return False when it was seen already."""
+        ids = self._ids
+        if event_id in ids:
+            return False
+        now = time.monotonic() if now is None else now
+        ids[event_id] = now
+        if len(ids) > self.limit:
+            ids.popitem(last=False)
+        elif len(ids) & 1023 == 0:
+            horizon = now - self.keep_for
+            while ids:
+                oldest = next(iter(ids.values()))
+                if oldest >= horizon:
+                    break
+                ids.popitem(last=False)
+        return True

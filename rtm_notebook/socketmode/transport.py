@@ -1,0 +1,90 @@
+"""The Socket Mode transport: ``apps.connections.open`` issues a URL, :class:`SocketModeLink` reads it.
+
+What the session core asks of a transport is in :mod:`rtm_notebook.transport`.
+The app-level token travels only in the ``Authorization`` header of
+``apps.connections.open`` (Slack refuses it as a form field).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from rtm_notebook.errors import SlackApiError
+from rtm_notebook.socketmode.connection import SocketModeLink
+from rtm_notebook.socketmode.protocol import FATAL_OPEN_ERRORS, Seen, SocketModeConnectError
+from rtm_notebook.transport import Retry, Wiring
+from rtm_notebook.web import AsyncWebClient, retry_after
+
+__all__ = ["SocketModeTransport"]
+
+
+class SocketModeTransport:
+    """Opens Socket Mode sockets for one client.
+
+    ``seen`` is the client's memory of event ids; ``options`` are the
+    client's HTTP options (``base_url``, ``timeout``, ``ssl``, ``proxy``,
+    ``headers``); ``debug_reconnects`` asks Slack to end each socket after
+    about 360 s (for trying reconnects out).
+    """
+
+    name = "socket_mode"
+    control: frozenset[str] = frozenset()  # the link acts on its own disconnect frames
+
+    def __init__(self, app_token: str | None, *, seen: Seen, ping_interval: float, debug_reconnects: bool,
+                 options: dict[str, Any]) -> None:
+        self.seen = seen
+        self._ping_interval = ping_interval
+        self._debug_reconnects = debug_reconnects
+        self._options = options
+        # No retries inside the call: the session's backoff decides when to ask again.
+        self._web = AsyncWebClient(app_token, max_retries=0, **options)
+        self._http: httpx.AsyncClient | None = None
+
+    async def connect(self) -> dict:
+        """Call ``apps.connections.open``; return its answer (``url``).
+
+        Raises :class:`SocketModeConnectError` for what no retry fixes (a bad
+        or wrong kind of token, Socket Mode turned off) and :class:`Retry`
+        for the rest, with Slack's ``Retry-After`` when rate limited.
+        """
+        method = "apps.connections.open"
+        try:
+            resp = await self._web.api_call(method)
+        except SlackApiError as exc:
+            response = exc.response
+            if exc.error in FATAL_OPEN_ERRORS:
+                raise SocketModeConnectError(exc.error, response=response) from None
+            if response is not None and getattr(response, "status_code", None) == 429:
+                raise Retry(f"{method} is rate limited (HTTP 429)", retry_after(response.headers), exc) from None
+            raise Retry(str(exc), error=exc) from None
+        data = dict(resp.data)
+        url = data.get("url")
+        if not isinstance(url, str):
+            why = f"{method} answered without a socket url"
+            raise Retry(why, error=SlackApiError(why, resp))
+        if self._debug_reconnects:
+            data["url"] = url + ("&" if "?" in url else "?") + "debug_reconnects=true"
+        return data
+
+    def link(self, answer: dict, wiring: Wiring) -> SocketModeLink:
+        return SocketModeLink(answer["url"], wiring, seen=self.seen, respond=self.respond,
+                              ping_interval=self._ping_interval, open_timeout=self._options.get("timeout", 30.0),
+                              ssl=self._options.get("ssl"), proxy=self._options.get("proxy"))
+
+    async def respond(self, url: str, body: dict) -> None:
+        """POST an answer to a ``response_url`` (no token: the URL is the credential)."""
+        if self._http is None:
+            ssl = self._options.get("ssl")
+            self._http = httpx.AsyncClient(timeout=self._options.get("timeout", 30.0),
+                                           verify=True if ssl is None else ssl, proxy=self._options.get("proxy"))
+        answer = await self._http.post(url, json=body)
+        if answer.status_code != 200:
+            raise SlackApiError(f"the response_url answered HTTP {answer.status_code}: {answer.text[:200]}", None)
+
+    async def aclose(self) -> None:
+        await self._web.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
