@@ -56,8 +56,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-__all__ = ["FIELDS", "ARROW_PARSE_OPTIONS", "ARROW_PLAIN_OPTIONS", "extract", "derive_arrow", "inner_event", "is_envelope", "ts_seconds",
-           "channel_of", "user_of", "type_label", "summary"]
+__all__ = ["FIELDS", "EVENT_FIELDS", "ARROW_PARSE_OPTIONS", "ARROW_PLAIN_OPTIONS", "NeedsEnvelopes", "extract",
+           "derive_arrow", "nulls", "inner_event", "is_envelope", "ts_seconds", "channel_of", "user_of", "type_label",
+           "summary"]
 
 #: The derived columns, in the order :func:`extract` returns them.
 FIELDS = ("type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "reply_to",
