@@ -110,6 +110,8 @@ class Session:
 
     #: the notebook layer's live-log factory (it registers itself here: the core imports no notebook code)
     view_factory: ClassVar[Callable[[Session], Any] | None] = None
+    #: the ``transport`` column of the rows this client records (EventFrame.transport): "rtm", "socket_mode"
+    transport_name: ClassVar[str | None] = None
 
     def __init__(self, token: str | None, *, auto_reconnect: bool = True, ssl: Any = None, proxy: str | None = None,
                  timeout: float = 30, base_url: str = DEFAULT_BASE_URL, headers: dict | None = None,
@@ -313,6 +315,8 @@ class Session:
         self.last_error = None
         self.outbox.accepting = True
         self.handlers.start(loop)
+        if self._record is not None:  # before the first row: its own events carry it too
+            self.event_frame.transport = self.transport_name
         self._set_state(State.CONNECTING)
 
     async def _released(self) -> None:
