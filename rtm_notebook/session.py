@@ -342,8 +342,6 @@ class Session:
 
     async def _session(self) -> None:
         transport = self._transport()
-        if self._record is not None:
-            self.event_frame.transport = transport.name  # the rows of this run say which transport
         backoff = Backoff()
         delay = 0.0
         try:

@@ -51,6 +51,8 @@ class SocketModeClient(Session):
     The other options are :class:`~rtm_notebook.session.Session`'s.
     """
 
+    transport_name = "socket_mode"
+
     def __init__(self, app_token: str | None = None, token: str | None = None, *, ping_interval: float = 30,
                  debug_reconnects: bool = False, **options: Any) -> None:
         if not ping_interval or ping_interval <= 0:

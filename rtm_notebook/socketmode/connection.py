@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from rtm_notebook.fields import inner_event
 from rtm_notebook.handlers import Interaction
 from rtm_notebook.rtm.protocol import decode
 from rtm_notebook.socketmode.protocol import (
@@ -42,7 +43,6 @@ from rtm_notebook.socketmode.protocol import (
     SocketModeDisabled,
     ack_frame,
     answer_payload,
-    inner_event,
 )
 from rtm_notebook.transport import ConnectionClosed, Wiring
 from rtm_notebook.websocket import WebSocketLink, write_frames
@@ -70,6 +70,15 @@ class _Held:
         self.timer: asyncio.TimerHandle | None = None
         self.acked = not self.accepts  # an envelope that takes no answer was acked with the others
         self.answered = False
+
+
+def _said(kind: str, held: _Held, answer: dict) -> dict:
+    """The row of an answer (an ``ack`` with a payload, or a ``response`` posted):
+    not shaped as an envelope, whose columns are for what was received."""
+    row = {"type": kind, "envelope_id": held.envelope_id, "answer": answer}
+    if isinstance(answer.get("text"), str):
+        row["text"] = answer["text"]
+    return row
 
 
 def _response_url(payload: dict) -> str | None:
@@ -229,7 +238,7 @@ class SocketModeLink(WebSocketLink):
         self._spawn(self._write(text))
         if answer is not None:
             # Recorded as what it is (the wire text has no type), the answer included.
-            self._wiring.sent({"type": "ack", "envelope_id": held.envelope_id, "payload": answer}, None)
+            self._wiring.sent(_said("ack", held, answer), None)
 
     async def _write(self, text: bytes) -> None:
         try:
@@ -246,7 +255,7 @@ class SocketModeLink(WebSocketLink):
             self._report("response_failed", f"posting the answer to the {held.type}'s response_url failed: {exc}")
             return
         # The URL itself is a short-lived credential: the record keeps what was said.
-        self._wiring.sent({"type": "response", "envelope_id": held.envelope_id, "payload": answer}, None)
+        self._wiring.sent(_said("response", held, answer), None)
 
     def _report(self, code: str, msg: str) -> None:
         log.warning("%s", msg)

@@ -26,7 +26,7 @@ import orjson
 from rtm_notebook.errors import SlackApiError
 
 __all__ = ["ANSWER_DEADLINE", "HANDOVER_REASONS", "FATAL_OPEN_ERRORS", "Seen", "SocketModeConnectError",
-           "SocketModeDisabled", "ack_frame", "answer_payload", "event_id_of"]
+           "SocketModeDisabled", "ack_frame", "answer_payload"]
 
 # Slack wants the ack within 3 s; an answer a handler gives later than this
 # goes to the response_url instead, leaving the ack the time to arrive.
@@ -94,29 +94,6 @@ def answer_payload(value: Any) -> dict | None:
         return {"text": value}
     raise TypeError(f"a handler answers a slash command or interactive payload with a str or a dict "
                     f"(e.g. {{'text': ..., 'response_type': 'in_channel'}}), not {type(value).__name__}")
-
-
-def inner_event(envelope: dict) -> dict:
-    """What an envelope carries, as handlers get it (provisional: fields.inner_event replaces it)."""
-    payload = envelope.get("payload")
-    kind = envelope.get("type")
-    if kind == "events_api" and isinstance(payload, dict) and isinstance(payload.get("event"), dict):
-        return payload["event"]
-    if kind == "interactive" and isinstance(payload, dict) and isinstance(payload.get("type"), str):
-        return payload
-    if kind == "slash_commands":
-        kind = "slash_command"
-    return {**payload, "type": kind} if isinstance(payload, dict) else {"type": kind}
-
-
-def event_id_of(envelope: dict) -> str | None:
-    """The ``event_id`` of an ``events_api`` envelope (None for the others)."""
-    payload = envelope.get("payload")
-    if payload.__class__ is dict:
-        event_id = payload.get("event_id")
-        if event_id.__class__ is str:
-            return event_id
-    return None
 
 
 class Seen:
