@@ -3,7 +3,8 @@
 Each module runs in its own interpreter, as ``python -m benchmarks.<name>``
 with its default settings, so one benchmark's processes, threads and memory
 cannot skew the next one's figures. The exit status is non-zero if any of
-them failed.
+them failed. ``python -m benchmarks bench_socketmode --quick`` runs one
+module, passing it the arguments after its name.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import subprocess
 import sys
 import time
 
-MODULES = ("bench_sim", "bench_events", "bench_kernel", "bench_client", "bench_scale")
+MODULES = ("bench_sim", "bench_events", "bench_kernel", "bench_client", "bench_socketmode", "bench_scale")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in MODULES:  # one module, with its own arguments
+        return subprocess.run([sys.executable, "-m", f"benchmarks.{argv[0]}", *argv[1:]]).returncode
+    if argv:
+        print(f"usage: python -m benchmarks [MODULE [ARGS...]], MODULE one of {', '.join(MODULES)}", file=sys.stderr)
+        return 2
     failed = []
     for name in MODULES:
         print(f"\n=== benchmarks.{name} ===", flush=True)
@@ -31,4 +37,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

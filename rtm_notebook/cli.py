@@ -118,9 +118,11 @@ def run_sim(*, host: str, port: int, rate: float, seed: int, export: str | None 
             return _refuse("sim", "--speed must be more than 0, e.g. --speed 2")
         import orjson
 
+        from rtm_notebook.fields import inner_event
         from rtm_notebook.playback import recorded_events
 
-        played = [(at, orjson.loads(raw)) for at, raw in recorded_events(replay)[0]]
+        # A Socket Mode recording holds envelopes: the workspace sends what they carried, wrapped anew.
+        played = [(at, inner_event(orjson.loads(raw))) for at, raw in recorded_events(replay)[0]]
         rate = 0.0
     if not 0 <= port <= 65535:
         return _refuse("sim", "--port must be from 0 to 65535 (0 picks a free port), e.g. --port 8080")

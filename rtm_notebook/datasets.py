@@ -18,6 +18,10 @@ background thread turns each full part (``ROLL_ROWS`` rows or
 opens the dataset next folds any journal left behind into Parquet first.
 Every Parquet file is written under a hidden name and renamed into place,
 and folding skips the days already written, so it is safe to repeat.
+A dataset written before the Socket Mode columns existed (``transport`` to
+``duplicate``, ``LEGACY_SCHEMA``) reads with those columns null, journals
+left by such a writer fold the same way, and recording on adds parts that
+have them.
 
 Nothing here knows the EventFrame: what comes in are journal lines (one
 JSON object per row with every column, the format of a JSON-lines
@@ -46,7 +50,8 @@ import pyarrow.dataset as ds
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-__all__ = ["DATASET_SCHEMA", "DatasetRecorder", "as_utc", "check_columns", "is_dataset_path", "read_dataset"]
+__all__ = ["ADDED_COLUMNS", "DATASET_SCHEMA", "LEGACY_SCHEMA", "DatasetRecorder", "as_utc", "check_columns",
+           "is_dataset_path", "read_dataset"]
 
 ROLL_ROWS = 100_000
 ROLL_SECONDS = 60.0
@@ -57,9 +62,15 @@ DATASET_SCHEMA = pa.schema([
     ("received_at", pa.timestamp("us", tz="UTC")),
     *[(name, pa.string()) for name in ("type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts")],
     ("reply_to", pa.int64()), ("direction", pa.string()), ("connection", pa.int64()), ("seq", pa.int64()),
+    *[(name, pa.string()) for name in ("transport", "envelope_type", "envelope_id", "event_id")],
+    ("retry_attempt", pa.int64()), ("duplicate", pa.bool_()),
     ("raw", pa.string()),
 ])
 COLUMNS = DATASET_SCHEMA.names
+#: The columns added for Socket Mode: a recording made before has none of them (they read as nulls).
+ADDED_COLUMNS = ("transport", "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate")
+#: What datasets written before the Socket Mode columns hold.
+LEGACY_SCHEMA = pa.schema([f for f in DATASET_SCHEMA if f.name not in ADDED_COLUMNS])
 #: read whatever columns are asked for: a row without them means little
 ALWAYS_READ = ("received_at", "direction", "seq")
 
@@ -137,13 +148,16 @@ def last_seq(root: str) -> int | None:
 
 def check_schema(root: str) -> None:
     """Refuse a dataset whose first file holds other columns or types, saying what
-    differs. (Only the first: a read pushed down to some days opens no other.)"""
+    differs. (Only the first: a read pushed down to some days opens no other.)
+    A dataset written before the Socket Mode columns (LEGACY_SCHEMA) is fine:
+    its files read with those columns null, and new parts have them."""
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
             if name.endswith(".parquet") and not name.startswith("."):
                 schema = pq.read_schema(os.path.join(dirpath, name))
-                if schema.remove_metadata().equals(DATASET_SCHEMA):
+                schema = schema.remove_metadata()
+                if schema.equals(DATASET_SCHEMA) or schema.equals(LEGACY_SCHEMA):
                     return
                 raise ValueError(f"{root} is not an rtm_notebook dataset: {os.path.join(dirpath, name)} "
                                  f"{_schema_difference(schema)}")

@@ -1,4 +1,4 @@
-"""EventFrame: every RTM event, recorded once, readable as a pandas DataFrame.
+"""EventFrame: every event (RTM or Socket Mode), recorded once, readable as a pandas DataFrame.
 
 The client records every event it receives and every frame it sends. That is
 the intake hot path, so only what cannot be derived later is kept: the
@@ -6,7 +6,8 @@ arrival time and the frame's text (``raw``: the bytes object the frame
 arrived in, kept as it is). The connection's read loop records the frames
 of each wake-up with one :meth:`EventFrame.extend` call; everything else
 goes through ``_add``, :meth:`EventFrame.append` without the argument
-checks. Direction and connection change rarely and are kept as runs.
+checks. Direction, connection and transport change rarely and are kept as
+runs.
 
 Rows are kept in chunks. The other columns are derived from ``raw`` by
 pyarrow's JSON reader (C++, without the GIL) the first time a DataFrame
@@ -32,8 +33,19 @@ thread_ts      string                   thread parent ``ts``
 event_ts       string                   ``event_ts``
 reply_to       Int64                    ``reply_to`` of a reply to a sent message
 direction      string                   ``"in"`` (received), ``"out"`` (sent) or ``"history"`` (fetched afterwards)
-connection     int64                    which RTM session (socket) it came over
+connection     int64                    which session (socket) it came over
 seq            int64                    arrival order, global across connections
+transport      string                   ``"rtm"`` or ``"socket_mode"``: the live session's
+                                        (:attr:`EventFrame.transport` when the row was added);
+                                        null on history rows and where none was set
+envelope_type  string                   a Socket Mode envelope's ``type`` (``events_api``,
+                                        ``slash_commands``, ``interactive``, ...)
+envelope_id    string                   its ``envelope_id``
+event_id       string                   ``payload["event_id"]`` of an ``events_api`` envelope
+retry_attempt  Int64                    the envelope's ``retry_attempt`` (``events_api`` only)
+duplicate      boolean                  True: an envelope the client had received before (same
+                                        ``event_id``) and did not dispatch again; False: any
+                                        other envelope; null on rows that are no envelope
 raw            string                   the whole event as JSON text
 =============  =======================  ==========================================
 
@@ -43,7 +55,12 @@ recording, numbering continues after the file's last ``seq``. The index is a
 plain ``RangeIndex`` over the rows currently held.
 
 The id/text columns follow the rules of :mod:`rtm_notebook.fields` (the one
-place they are written); a reply to a sent message has type ``reply``.
+place they are written); a reply to a sent message has type ``reply``. A
+Socket Mode envelope's row is its inner event's
+(:func:`~rtm_notebook.fields.inner_event`: ``type`` is ``message``,
+``slash_command``, ``block_actions``, ...), with the envelope columns set;
+those are null on every other row (RTM frames, ``hello``, ``disconnect``,
+the client's own events).
 
 These columns are derived from ``raw`` when it was given, so ``raw`` must be
 the text the event was decoded from. The exceptions, whose columns are
@@ -66,7 +83,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +94,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from rtm_notebook.datasets import (
+    ADDED_COLUMNS,
     ALWAYS_READ,
     DatasetRecorder,
     as_utc,
@@ -85,12 +103,24 @@ from rtm_notebook.datasets import (
     read_dataset,
 )
 from rtm_notebook.exports import read_export
-from rtm_notebook.fields import ARROW_PARSE_OPTIONS, derive_arrow, extract, ts_seconds
+from rtm_notebook.fields import (
+    ARROW_PARSE_OPTIONS,
+    ARROW_PLAIN_OPTIONS,
+    FIELDS,
+    NeedsEnvelopes,
+    derive_arrow,
+    extract,
+    nulls,
+    ts_seconds,
+)
 
 __all__ = ["COLUMNS", "EventFrame"]
 
 COLUMNS = ["received_at", "type", "subtype", "channel", "user", "text", "ts",
-           "thread_ts", "event_ts", "reply_to", "direction", "connection", "seq", "raw"]
+           "thread_ts", "event_ts", "reply_to", "direction", "connection", "seq",
+           "transport", "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate", "raw"]
+#: The transports a live session records (``EventFrame.transport``).
+TRANSPORTS = ("rtm", "socket_mode")
 
 # Rows per chunk: small enough that sealing one never pauses the intake
 # noticeably, large enough that per-chunk overhead does not count.
@@ -103,9 +133,14 @@ _LS = pa.large_string()
 
 # Positions in a row tuple (COLUMNS order; rows are tuples only in read()
 # and in the recorder's lines, never on the intake path).
-_RECEIVED_AT, _REPLY_TO, _DIRECTION, _CONNECTION, _SEQ, _RAW = 0, 9, 10, 11, 12, 13
+_RECEIVED_AT, _REPLY_TO, _DIRECTION, _CONNECTION, _SEQ, _TRANSPORT, _RETRY, _DUPLICATE, _RAW = (
+    0, 9, 10, 11, 12, 13, 17, 18, 19)
 _INT64_MAX = 2**63 - 1
-_NO_FIELDS = (None,) * 9
+_NO_FIELDS = (None,) * len(FIELDS)
+# Positions in a fields tuple (fields.FIELDS) of the non-string values.
+_F_REPLY_TO, _F_ENVELOPE_ID, _F_RETRY = 8, 10, 12
+# Where the fields tuple's values go in a row (COLUMNS order).
+_FIELD_COLUMNS = [COLUMNS.index(name) for name in FIELDS]
 
 # A failing block is split in halves until it parses; blocks this small go
 # to the Python rules directly (bisecting further costs more than it saves).
@@ -161,13 +196,20 @@ def _as_text(value: Any) -> str | None:
     return _encode(value).decode("utf-8", "backslashreplace")
 
 
-def _as_reply_to(value: Any) -> int | None:
+def _as_int(value: Any) -> int | None:
+    """Normalise one value of an Int64 column (reply_to, retry_attempt): an int, else null."""
     if value.__class__ is int and -_INT64_MAX - 1 <= value <= _INT64_MAX:
         return value
     return None
 
 
+def _as_bool(value: Any) -> bool | None:
+    return value if value.__class__ is bool else None
+
+
 def _string_array(values) -> pa.Array:
+    if not any(v is not None for v in values):  # all null (the envelope columns of RTM rows): shared, no memory
+        return nulls(len(values))
     try:
         return pa.array(values, type=_LS, memory_pool=_POOL)
     except (pa.ArrowException, UnicodeEncodeError):
@@ -188,12 +230,26 @@ def _texts(texts: Sequence[bytes]) -> pa.Array:
     return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(offsets), pa.py_buffer(b"".join(texts)))
 
 
+def _int_array(values) -> pa.Array:
+    if not any(v is not None for v in values):
+        return nulls(len(values), pa.int64())
+    return pa.array([_as_int(v) for v in values], type=pa.int64(), memory_pool=_POOL)
+
+
+def _bool_array(values) -> pa.Array:
+    if not any(v is not None for v in values):
+        return nulls(len(values), pa.bool_())
+    return pa.array([_as_bool(v) for v in values], type=pa.bool_(), memory_pool=_POOL)
+
+
 def _columns(rows: list[tuple]) -> list[pa.Array]:
-    """9-field tuples (as _extract returns them) as the 8 string arrays and
-    the reply_to array."""
-    cols = list(zip(*rows)) if rows else [()] * 9
-    return [*map(_string_array, cols[:8]),
-            pa.array([_as_reply_to(v) for v in cols[8]], type=pa.int64(), memory_pool=_POOL)]
+    """Fields tuples (as fields.extract returns them) as the arrays of FIELDS."""
+    return _field_arrays(list(zip(*rows)) if rows else [()] * len(FIELDS))
+
+
+def _field_arrays(cols: list[Sequence]) -> list[pa.Array]:
+    """The values of each of FIELDS as its array: strings, reply_to and retry_attempt int64."""
+    return [_int_array(col) if i in (_F_REPLY_TO, _F_RETRY) else _string_array(col) for i, col in enumerate(cols)]
 
 
 def _clean(raw: pa.Array, odd: dict[int, tuple]) -> pa.Array:
@@ -219,28 +275,35 @@ def _with_odd(cols: list[pa.Array], odd: dict[int, tuple]) -> list[pa.Array]:
     return [pc.replace_with_mask(col, mask, value, memory_pool=_POOL) for col, value in zip(cols, values)]
 
 
-def _parse(raw: pa.Array) -> list[pa.Array]:
+def _parse(raw: pa.Array, envelopes: bool = False) -> list[pa.Array]:
     """The extraction rules run by pyarrow's JSON reader (no GIL) over raw
-    texts; blocks it cannot read take the Python rules."""
+    texts; blocks it cannot read take the Python rules. ``envelopes``: the
+    texts may hold Socket Mode envelopes (read them with their fields at once)."""
     n = len(raw)
     try:
-        return _read_json(raw)
+        return _read_json(raw, envelopes)
+    except NeedsEnvelopes:
+        return _parse(raw, True)
     except (pa.ArrowException, ValueError):
         pass
     if n <= _SMALL_BLOCK:
         return _columns([_fields_of_raw(text) for text in raw.to_pylist()])
     half = n // 2
-    return [pa.concat_arrays(pair, memory_pool=_POOL) for pair in zip(_parse(raw[:half]), _parse(raw[half:]))]
+    return [pa.concat_arrays(pair, memory_pool=_POOL)
+            for pair in zip(_parse(raw[:half], envelopes), _parse(raw[half:], envelopes))]
 
 
-def _read_json(raw: pa.Array) -> list[pa.Array]:
+def _read_json(raw: pa.Array, envelopes: bool = False) -> list[pa.Array]:
+    """The columns of FIELDS by pyarrow's reader; without ``envelopes`` it
+    reads no envelope's fields, and raises NeedsEnvelopes if a row is one."""
     n = len(raw)
     if not n:  # no data buffer to read from
         return _columns([])
     lines = pc.binary_join_element_wise(raw, pa.scalar("", _LS), pa.scalar("\n", _LS), memory_pool=_POOL)
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
     start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
-    table = pa_json.read_json(pa.BufferReader(lines.buffers()[2][start:end]), parse_options=ARROW_PARSE_OPTIONS,
+    table = pa_json.read_json(pa.BufferReader(lines.buffers()[2][start:end]),
+                              parse_options=ARROW_PARSE_OPTIONS if envelopes else ARROW_PLAIN_OPTIONS,
                               read_options=pa_json.ReadOptions(use_threads=False, block_size=end - start + 1))
     if table.num_rows != n:  # raw texts that are not one JSON object each
         raise ValueError("row count")
@@ -248,7 +311,7 @@ def _read_json(raw: pa.Array) -> list[pa.Array]:
     for name in table.column_names:
         column = table.column(name)
         col[name] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks(memory_pool=_POOL)
-    return derive_arrow(col, n, _POOL)
+    return derive_arrow(col, n, _POOL, raw)
 
 
 class _Chunk:
@@ -256,19 +319,22 @@ class _Chunk:
 
     ``raw`` is the texts' string array (:attr:`raw`), or the bytes objects
     to build it from the first time it is needed, in a numpy object array
-    (:func:`_held`). ``connection`` may be one number for every row and
-    ``seq`` the first of consecutive numbers: the arrays are made when a
-    DataFrame is, not kept twice. The extracted columns (type .. reply_to)
-    are derived from ``raw`` the first time a DataFrame needs them, then
-    kept (:meth:`fields`).
+    (:func:`_held`). ``connection`` may be one number for every row,
+    ``transport`` one value (or None), and ``seq`` the first of consecutive
+    numbers: the arrays are made when a DataFrame is, not kept twice.
+    ``duplicates`` are the rows marked duplicate (the others derive it from
+    ``envelope_id``), or the whole column as a boolean array. The extracted
+    columns (fields.FIELDS: type .. retry_attempt) are derived from ``raw``
+    the first time a DataFrame needs them, then kept (:meth:`fields`).
     """
 
-    __slots__ = ("n", "received_us", "direction", "_connection", "_seq", "_raw", "_texts", "odd", "_fields",
-                 "__weakref__")
+    __slots__ = ("n", "received_us", "direction", "_connection", "_transport", "_seq", "_raw", "_texts", "odd",
+                 "duplicates", "_fields", "__weakref__")
 
     def __init__(self, received_at, raw: pa.Array | np.ndarray, direction: pa.Array,
                  connection: np.ndarray | int, seq: np.ndarray | int, odd: dict[int, tuple] | None = None,
-                 fields: list[pa.Array] | None = None) -> None:
+                 fields: list[pa.Array] | None = None, transport: pa.Array | str | None = None,
+                 duplicates: tuple[int, ...] | pa.Array = ()) -> None:
         self.n = len(received_at)
         self.received_us = np.rint(np.fromiter(received_at, np.float64, self.n) * 1e6).astype(np.int64)
         if isinstance(raw, np.ndarray):
@@ -277,14 +343,31 @@ class _Chunk:
             self._raw, self._texts = raw, None
         self.direction = direction
         self._connection = connection
+        self._transport = transport
         self._seq = seq
         self.odd = odd or {}
+        self.duplicates = duplicates
         self._fields = fields
 
     @property
     def connection(self) -> np.ndarray:
         c = self._connection
         return c if isinstance(c, np.ndarray) else np.full(self.n, c, dtype=np.int64)
+
+    @property
+    def transport(self) -> pa.Array:
+        t = self._transport
+        if t is None:
+            return nulls(self.n)
+        return _constant_string(t, self.n) if t.__class__ is str else t
+
+    @property
+    def envelopes(self) -> bool:
+        """Whether rows may be Socket Mode envelopes (the reader then reads their fields at once)."""
+        t = self._transport
+        if t is None or t.__class__ is str:
+            return t == "socket_mode"
+        return bool(pc.any(pc.equal(t, pa.scalar("socket_mode", _LS))).as_py())
 
     @property
     def seq(self) -> np.ndarray:
@@ -306,20 +389,27 @@ class _Chunk:
 
     @classmethod
     def from_runs(cls, times: list[float], texts: np.ndarray, odd: dict, runs: list,
-                  first_seq: int) -> _Chunk:
+                  first_seq: int, duplicates: tuple[int, ...] = ()) -> _Chunk:
         """A chunk of appended rows, raw texts as UTF-8 bytes (_held);
-        direction/connection given as runs ``(first row, direction,
-        connection)``."""
+        direction/connection/transport given as runs ``(first row, direction,
+        connection, transport)``."""
         n = len(times)
         if len(runs) == 1:  # the usual case: one socket, one direction
-            direction = _constant_direction(runs[0][1], n)
+            direction = _constant_string(runs[0][1], n)
             connection = runs[0][2]
+            transport = runs[0][3]
         else:
             spans = np.diff(np.array([run[0] for run in runs] + [n], dtype=np.int64))
             connection = np.repeat(np.array([run[2] for run in runs], dtype=np.int64), spans)
             codes = np.repeat(np.array([DIRECTIONS.index(run[1]) for run in runs], dtype=np.int8), spans)
             direction = _DIRECTIONS.take(pa.array(codes))
-        return cls(times, texts, direction, connection, first_seq, odd)
+            if len({run[3] for run in runs}) == 1:
+                transport = runs[0][3]
+            else:
+                codes = np.repeat(np.array([-1 if run[3] is None else TRANSPORTS.index(run[3]) for run in runs],
+                                           dtype=np.int8), spans)
+                transport = _TRANSPORTS.take(pa.array(codes, mask=codes < 0))
+        return cls(times, texts, direction, connection, first_seq, odd, transport=transport, duplicates=duplicates)
 
     @classmethod
     def from_table(cls, table: pa.Table) -> _Chunk:
@@ -336,38 +426,43 @@ class _Chunk:
         chunk._raw, chunk._texts = strings("raw"), None
         chunk.direction = pc.fill_null(strings("direction"), pa.scalar("in", _LS))
         chunk._connection = pc.fill_null(col("connection"), 0).to_numpy(zero_copy_only=False)
+        chunk._transport = strings("transport")
         chunk._seq = col("seq").to_numpy(zero_copy_only=False)
         chunk.odd = {}
-        chunk._fields = [strings(name) for name in COLUMNS[1:9]] + [col("reply_to")]
+        chunk.duplicates = col("duplicate")
+        chunk._fields = [col(name) if name in ("reply_to", "retry_attempt") else strings(name) for name in FIELDS]
         return chunk
 
     @classmethod
     def from_rows(cls, rows: list[tuple]) -> _Chunk:
         """A chunk of complete row tuples (COLUMNS order), as read() has them."""
         cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
-        fields = [_string_array(cols[i]) for i in range(1, 9)]
-        fields.append(pa.array([_as_reply_to(v) for v in cols[_REPLY_TO]], type=pa.int64(), memory_pool=_POOL))
+        fields = _field_arrays([cols[i] for i in _FIELD_COLUMNS])
         return cls(cols[_RECEIVED_AT], _string_array(cols[_RAW]),
                    pa.array(cols[_DIRECTION], type=_LS, memory_pool=_POOL),
-                   np.array(cols[_CONNECTION], dtype=np.int64), np.array(cols[_SEQ], dtype=np.int64), fields=fields)
+                   np.array(cols[_CONNECTION], dtype=np.int64), np.array(cols[_SEQ], dtype=np.int64), fields=fields,
+                   transport=_string_array(cols[_TRANSPORT]),
+                   duplicates=_bool_array(cols[_DUPLICATE]))
 
     def fields(self) -> list[pa.Array]:
-        """type .. event_ts (large_string) and reply_to (int64), derived once.
-        Two threads may derive at once; both get the same values."""
+        """The arrays of fields.FIELDS (strings; reply_to and retry_attempt
+        int64), derived once. Two threads may derive at once; both get the
+        same values."""
         if self._fields is None:
-            self._fields = _with_odd(_parse(_clean(self.raw, self.odd)), self.odd)
+            self._fields = _with_odd(_parse(_clean(self.raw, self.odd), self.envelopes), self.odd)
         return self._fields
 
 
 #: "in": received live; "out": sent; "history": fetched or read afterwards (backfill, a Slack export)
 DIRECTIONS = ("in", "out", "history")
 _DIRECTIONS = pa.array(DIRECTIONS, type=_LS)
+_TRANSPORTS = pa.array(TRANSPORTS, type=_LS)
 
 
 @functools.lru_cache(maxsize=16)
-def _constant_direction(direction: str, n: int) -> pa.Array:
-    # Arrays are immutable: full chunks of one direction all share one.
-    return pa.array([direction] * n, type=_LS, memory_pool=_POOL)
+def _constant_string(value: str, n: int) -> pa.Array:
+    # Arrays are immutable: full chunks of one direction (or transport) all share one.
+    return pa.array([value] * n, type=_LS, memory_pool=_POOL)
 
 
 # Chunks parsed together: each reader call is a GIL round trip that may wait
@@ -380,8 +475,13 @@ def _derive_many(chunks: list[_Chunk]) -> None:
     """Derive the columns of up to _BATCH chunks with one parse."""
     todo = [c for c in chunks if c._fields is None]
     if len(todo) > 1:
+        raw = pa.concat_arrays([_clean(c.raw, c.odd) for c in todo], memory_pool=_POOL)
+        envelopes = any(c.envelopes for c in todo)
         try:
-            cols = _read_json(pa.concat_arrays([_clean(c.raw, c.odd) for c in todo], memory_pool=_POOL))
+            try:
+                cols = _read_json(raw, envelopes)
+            except NeedsEnvelopes:
+                cols = _read_json(raw, True)
         except (pa.ArrowException, ValueError):
             pass  # each chunk on its own below, bisecting the ones that fail
         else:
@@ -470,10 +570,45 @@ def _derive_all(chunks: list[_Chunk]) -> None:
         done.wait()
 
 
+def _nullable(arrays: list[pa.Array], dtype: type, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values and missing-mask (pandas' masked arrays) of int64 or bool arrays.
+    The values start as np.zeros, whose pages stay untouched (and cost no
+    memory) where a chunk is all null: the envelope columns of RTM chunks."""
+    values = np.zeros(total, dtype=dtype)
+    mask = np.ones(total, dtype=bool)
+    at = 0
+    for a in arrays:
+        k = len(a)
+        if a.null_count < k:
+            mask[at:at + k] = pc.is_null(a).to_numpy(zero_copy_only=False)
+            values[at:at + k] = pc.fill_null(a, dtype(0)).to_numpy(zero_copy_only=False)
+        at += k
+    return values, mask
+
+
+def _duplicates(chunks: list[_Chunk], fields: list[list[pa.Array]], total: int) -> pd.arrays.BooleanArray:
+    """The duplicate column: True on the rows marked, False on other envelope rows, else null."""
+    values, mask = _nullable([c.duplicates if isinstance(c.duplicates, pa.Array) else nulls(c.n, pa.bool_())
+                              for c in chunks], bool, total)
+    at = 0
+    for c, f in zip(chunks, fields):
+        if not isinstance(c.duplicates, pa.Array):
+            envelope_id = f[_F_ENVELOPE_ID]
+            if envelope_id.null_count < c.n:
+                mask[at:at + c.n] = pc.is_null(envelope_id).to_numpy(zero_copy_only=False)
+            if c.duplicates:
+                rows = at + np.fromiter(c.duplicates, np.int64, len(c.duplicates))
+                values[rows] = True
+                mask[rows] = False
+        at += c.n
+    return pd.arrays.BooleanArray(values, mask)
+
+
 def _frame(chunks: list[_Chunk]) -> pd.DataFrame:
     """Assemble the DataFrame; string columns share the chunks' buffers."""
     _derive_all(chunks)
     fields = [c.fields() for c in chunks]
+    total = sum(c.n for c in chunks)
 
     def strings(arrays) -> pd.arrays.ArrowStringArray:
         return pd.arrays.ArrowStringArray(pa.chunked_array(arrays, type=_LS))
@@ -483,15 +618,16 @@ def _frame(chunks: list[_Chunk]) -> pd.DataFrame:
 
     received = pd.DatetimeIndex(ints(lambda c: c.received_us).view("datetime64[us]")).tz_localize("UTC")
     data: dict[str, Any] = {"received_at": received.array}
-    for i, name in enumerate(COLUMNS[1:9]):
-        data[name] = strings([f[i] for f in fields])
-    reply = pa.chunked_array([f[8] for f in fields], type=pa.int64())
-    mask = pc.is_null(reply).to_numpy() if chunks else np.empty(0, dtype=bool)
-    values = pc.fill_null(reply, 0).to_numpy() if chunks else np.empty(0, dtype=np.int64)
-    data["reply_to"] = pd.arrays.IntegerArray(values, mask)
+    for i, name in enumerate(FIELDS):
+        if i in (_F_REPLY_TO, _F_RETRY):
+            data[name] = pd.arrays.IntegerArray(*_nullable([f[i] for f in fields], np.int64, total))
+        else:
+            data[name] = strings([f[i] for f in fields])
     data["direction"] = strings([c.direction for c in chunks])
     data["connection"] = ints(lambda c: c.connection)
     data["seq"] = ints(lambda c: c.seq)
+    data["transport"] = strings([c.transport for c in chunks])
+    data["duplicate"] = _duplicates(chunks, fields, total)
     data["raw"] = strings([c.raw for c in chunks])
     return pd.DataFrame(data, columns=COLUMNS, copy=False)
 
@@ -577,22 +713,28 @@ def _line(item: tuple) -> bytes:
     """One appended event as a JSON line: an object with every column, in
     COLUMNS order, each value as the frame shows it (so read() rebuilds the
     same frame)."""
-    received_at, direction, connection, seq, raw, fields = item
+    received_at, direction, connection, seq, raw, fields, transport, duplicate = item
     if raw.__class__ is bytes:  # a frame as received
         raw = raw.decode("utf-8", "backslashreplace")
-    type_, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to = fields
+    (type_, subtype, channel, user, text, ts, thread_ts, event_ts, reply_to,
+     envelope_type, envelope_id, event_id, retry_attempt) = fields
+    if not duplicate:
+        duplicate = None if envelope_id is None else False
     record = {"received_at": received_at, "type": type_, "subtype": subtype, "channel": channel, "user": user,
               "text": text, "ts": ts, "thread_ts": thread_ts, "event_ts": event_ts, "reply_to": reply_to,
-              "direction": direction, "connection": connection, "seq": seq, "raw": raw}
+              "direction": direction, "connection": connection, "seq": seq, "transport": transport,
+              "envelope_type": envelope_type, "envelope_id": envelope_id, "event_id": event_id,
+              "retry_attempt": retry_attempt, "duplicate": duplicate, "raw": raw}
     if ({type_.__class__, subtype.__class__, channel.__class__, user.__class__, text.__class__, ts.__class__,
-         thread_ts.__class__, event_ts.__class__} <= _PLAIN and (reply_to is None or reply_to.__class__ is int)):
+         thread_ts.__class__, event_ts.__class__, envelope_type.__class__, envelope_id.__class__,
+         event_id.__class__} <= _PLAIN and (reply_to is None or reply_to.__class__ is int)
+            and (retry_attempt is None or retry_attempt.__class__ is int)):
         try:
             return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except orjson.JSONEncodeError:  # lone surrogates, ints past 64 bits
             pass
-    for name, value in zip(COLUMNS[1:9], fields):
-        record[name] = _as_text(value)
-    record["reply_to"] = _as_reply_to(reply_to)
+    for name, value in zip(FIELDS, fields):
+        record[name] = _as_int(value) if name in ("reply_to", "retry_attempt") else _as_text(value)
     record["raw"] = _as_text(raw)
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
@@ -632,25 +774,36 @@ def _last_seq(path: str) -> int | None:
     return None
 
 
-_row_of = operator.itemgetter(*COLUMNS)
+# The columns every recording's lines have; those added since (ADDED_COLUMNS) may be missing.
+_row_of = operator.itemgetter(*(name for name in COLUMNS if name not in ADDED_COLUMNS))
 
 
 def _parse_line(line: bytes) -> tuple | None:
-    """One line of a recording back into a row tuple, or None if unreadable."""
+    """One line of a recording back into a row tuple, or None if unreadable.
+    A line written before the Socket Mode columns existed has them null."""
     try:
-        row = _row_of(orjson.loads(line))
+        record = orjson.loads(line)
+        row = _row_of(record)
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
-    received_at, connection, seq = row[_RECEIVED_AT], row[_CONNECTION], row[_SEQ]
+    received_at, connection, seq, raw = row[_RECEIVED_AT], row[_CONNECTION], row[_SEQ], row[-1]
     if (not isinstance(received_at, (int, float)) or not -1e11 < received_at < 1e11
             or connection.__class__ is not int or seq.__class__ is not int
-            or row[_DIRECTION] not in DIRECTIONS or not isinstance(row[_RAW], str)):
+            or row[_DIRECTION] not in DIRECTIONS or not isinstance(raw, str)):
         return None
-    return row if received_at.__class__ is float else (float(received_at), *row[1:])
+    get = record.get
+    transport, envelope_type, envelope_id, event_id = (
+        get("transport"), get("envelope_type"), get("envelope_id"), get("event_id"))
+    return (float(received_at), *row[1:-1],
+            transport if transport.__class__ is str else None,
+            envelope_type if envelope_type.__class__ is str else None,
+            envelope_id if envelope_id.__class__ is str else None,
+            event_id if event_id.__class__ is str else None,
+            _as_int(get("retry_attempt")), _as_bool(get("duplicate")), raw)
 
 
 class EventFrame:
-    """Append-only record of RTM events, viewed as a pandas DataFrame.
+    """Append-only record of events (RTM and Socket Mode), viewed as a pandas DataFrame.
 
     ``max_rows``: keep at most this many rows; the oldest are evicted a
     chunk at a time (so after an eviction the frame holds at least about
@@ -663,6 +816,10 @@ class EventFrame:
     ``max_rows`` bounds memory only: the file keeps every event. :meth:`read`
     loads a recording back; :meth:`close` (also run at interpreter exit)
     flushes it.
+
+    ``transport``: ``"rtm"`` or ``"socket_mode"``, the value of the
+    ``transport`` column for the rows added from then on (None: null, the
+    default); the client sets it. History rows always have null.
 
     Threads: ``append`` is meant for one thread (the client's loop);
     ``to_pandas`` and ``len()`` may be called from any thread.
@@ -689,12 +846,15 @@ class EventFrame:
         # more than the rest of recording.
         self._texts: list[bytes] = []
         self._odd: dict[int, tuple] = {}    # row -> fields extracted at append time
-        self._runs: list[tuple] = []        # (first row, direction, connection)
+        self._duplicates: list[int] = []    # rows marked duplicate
+        self._runs: list[tuple] = []        # (first row, direction, connection, transport)
         self._first_seq = 0
         # The run the next row continues without a check of its own (None:
         # the next append starts a run).
         self._direction: Any = None
         self._connection: Any = None
+        self._transport: str | None = None
+        self._run_transport: str | None = None  # the transport of the current run's rows
         self._cache: pd.DataFrame | None = None
         self._cache_key = -1
         #: id -> name, for messages(): the client keeps its own; an export brings its own
@@ -713,6 +873,18 @@ class EventFrame:
             if self._recorder.last_seq is not None:
                 self._first_seq = self._recorder.last_seq + 1
             self._finalizer = weakref.finalize(self, self._recorder.close)
+
+    @property
+    def transport(self) -> str | None:
+        """The ``transport`` of the rows added from now on: ``"rtm"``, ``"socket_mode"`` or None."""
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: str | None) -> None:
+        if value is not None and value not in TRANSPORTS:
+            raise ValueError(f'transport must be "rtm", "socket_mode" or None, got {value!r}')
+        self._transport = None if value is None else TRANSPORTS[TRANSPORTS.index(value)]
+        self._direction = None  # the next row starts a run of its own: no check per row
 
     def append(self, event: dict, raw: str | bytes | None = None, *, direction: str = "in",
                connection: int = 0, received_at: float | None = None) -> int:
@@ -756,7 +928,7 @@ class EventFrame:
         return seq
 
     def _add(self, event: dict, raw: bytes | str | None, direction: str, connection: int,
-             received_at: float) -> None:
+             received_at: float, duplicate: bool = False) -> None:
         """append() for arguments known to be valid, raw bytes known to be
         UTF-8 JSON (a frame orjson decoded). Anything that can be derived
         from raw later is (see _Chunk.fields)."""
@@ -769,25 +941,30 @@ class EventFrame:
             self._run_for(direction, connection, n)
         if raw.__class__ is not bytes:
             raw = self._odd_row(event, raw, n)
+        if duplicate:
+            self._duplicates.append(n)
         self._texts.append(raw)
         times.append(received_at)  # last: to_pandas() reads len(times) rows
         if self._record is not None:
             # Each line carries every column, now: the writer thread would
             # hold the GIL longer parsing raw again than this takes.
             self._record((received_at, direction, connection, self._first_seq + n, raw,
-                          self._odd.get(n) or extract(event)))
+                          self._odd.get(n) or extract(event), self._run_transport, duplicate))
 
     def extend(self, frames: Sequence[bytes], received_at: float, *, connection: int,
-               events: Sequence[dict] | None = None) -> None:
+               events: Sequence[dict] | None = None, duplicates: Collection[int] | None = None) -> None:
         """Record many received frames at once, all stamped ``received_at``:
         the client's read loop calls this once per wake-up.
 
-        ``frames`` are bytes objects holding UTF-8 JSON event objects, as
-        they arrived (kept as they are, not copied: the call per frame,
-        or a copy, cost more than the rest of recording). ``events`` are
-        the same frames decoded; only a ``record_to`` file needs them (its
-        lines carry the columns), and without them the frames are parsed
-        again. Anything else goes through :meth:`append`.
+        ``frames`` are bytes objects holding UTF-8 JSON event objects (RTM
+        events, Socket Mode envelopes), as they arrived (kept as they are,
+        not copied: the call per frame, or a copy, cost more than the rest
+        of recording). ``events`` are the same frames decoded; only a
+        ``record_to`` file needs them (its lines carry the columns), and
+        without them the frames are parsed again. ``duplicates`` are the
+        indices into ``frames`` of envelopes the client had received before
+        and does not dispatch again: their rows have ``duplicate`` True.
+        Anything else goes through :meth:`append`.
         """
         if connection.__class__ is not int or not 0 <= connection <= _INT64_MAX:
             connection = _connection_number(connection)
@@ -798,10 +975,11 @@ class EventFrame:
             if dataset is not None:  # one journal write for the batch, before the events are dispatched
                 batch: list[tuple] = []
                 record, self._record = self._record, batch.append
+            marked = duplicates or ()
             try:
                 for i, raw in enumerate(frames):
                     event = events[i] if events is not None else orjson.loads(raw)
-                    self._add(event, raw, "in", connection, received_at)
+                    self._add(event, raw, "in", connection, received_at, i in marked)
             finally:
                 if dataset is not None:
                     self._record = record
@@ -817,6 +995,8 @@ class EventFrame:
             if self._direction != "in" or self._connection != connection:
                 self._run_for("in", connection, n)
             take = min(limit - n, total - done)
+            if duplicates:  # rare: after a dropped socket or a late ack
+                self._duplicates.extend(n + i - done for i in sorted(duplicates) if done <= i < done + take)
             texts.extend(frames if take == total else frames[done:done + take])
             times.extend(itertools.repeat(received_at, take))  # last: to_pandas() reads len(times) rows
             done += take
@@ -825,13 +1005,14 @@ class EventFrame:
         self._recorder.put([_line(item)])
 
     def _run_for(self, direction: str, connection: int, n: int) -> None:
-        """Put row n in a run (direction, connection)."""
+        """Put row n in a run (direction, connection, transport)."""
+        transport = None if direction == "history" else self._transport
         runs = self._runs
         if runs and runs[-1][0] == n:  # left empty by the row before
             runs.pop()
-        if not runs or runs[-1][1] != direction or runs[-1][2] != connection:
-            runs.append((n, direction, connection))
-        self._direction, self._connection = direction, connection
+        if not runs or runs[-1][1:] != (direction, connection, transport):
+            runs.append((n, direction, connection, transport))
+        self._direction, self._connection, self._run_transport = direction, connection, transport
 
     def _odd_row(self, event: dict, raw: Any, n: int) -> bytes:
         """raw as UTF-8 bytes, for a row that is not a frame as received.
@@ -852,7 +1033,8 @@ class EventFrame:
         # Only the appending thread changes the open chunk, and this runs
         # on it: reading it needs no lock.
         runs = self._runs
-        chunk = _Chunk.from_runs(self._times, _held(self._texts), self._odd, runs, self._first_seq)
+        chunk = _Chunk.from_runs(self._times, _held(self._texts), self._odd, runs, self._first_seq,
+                                 tuple(self._duplicates))
         lazy = self._lazy
         lazy.append(weakref.ref(chunk))
         if len(lazy) > _LAZY_CHUNKS:
@@ -864,6 +1046,7 @@ class EventFrame:
             self._times.clear()
             self._texts.clear()
             self._odd = {}
+            self._duplicates = []
             self._runs = [(0, *runs[-1][1:])]
             self._first_seq += chunk.n
             if self.max_rows is not None:
@@ -895,13 +1078,13 @@ class EventFrame:
             # Copied under the lock: a seal clears the open chunk. Rows
             # appended meanwhile (times last) lie beyond the first n.
             if n:
-                part = (times[:n], _held(self._texts[:n]), self._odd.copy(), self._runs[:])
+                part = (times[:n], _held(self._texts[:n]), self._odd.copy(), self._runs[:], self._duplicates[:])
             first = self._first_seq
         if n:
-            times, texts, odd, runs = part
+            times, texts, odd, runs, duplicates = part
             odd = {i: fields for i, fields in odd.items() if i < n}
             runs = [run for run in runs if run[0] < n]
-            chunks.append(_Chunk.from_runs(times, texts, odd, runs, first))
+            chunks.append(_Chunk.from_runs(times, texts, odd, runs, first, tuple(i for i in duplicates if i < n)))
         df = _frame(chunks)
         with self._lock:
             if key > self._cache_key:
@@ -911,12 +1094,13 @@ class EventFrame:
     def messages(self, user_names: dict[str, str] | None = None,
                  channel_names: dict[str, str] | None = None) -> pd.DataFrame:
         """The messages received or fetched (direction ``in`` or ``history``), a
-        message seen both live and in history once (its live row), with
+        message seen both live and in history once (its live row), an
+        envelope received again (``duplicate``) not at all, with
         ``user_name`` and ``channel_name`` columns from these id → name maps
         (default: the frame's own :attr:`user_names` / :attr:`channel_names`;
         ``<NA>`` where unknown)."""
         df = self.to_pandas()
-        df = df[(df["type"] == "message") & (df["direction"] != "out")]
+        df = df[(df["type"] == "message") & (df["direction"] != "out") & ~df["duplicate"].fillna(False)]
         history = df["direction"] == "history"
         if history.any():
             # A history row goes when the message was seen live, or fetched before.
@@ -971,7 +1155,8 @@ class EventFrame:
         seconds; either may be None). On a dataset both are pushed down: only
         those columns, and only the days in range, are read from disk. A
         dataset whose files have other columns is refused, saying what
-        differs. Unreadable lines of a JSON-lines file (one cut short by a
+        differs. A recording made before the Socket Mode columns existed
+        (``transport`` to ``duplicate``) reads with them null. Unreadable lines of a JSON-lines file (one cut short by a
         crash, typically the last) are skipped with a ``RuntimeWarning``
         naming them; every other line is loaded.
         """

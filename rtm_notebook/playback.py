@@ -13,8 +13,14 @@ client would send goes nowhere: messages over the socket are recorded as
 sent (and answered with a reply, so ``await say(...)`` returns), and Web API
 calls are recorded as ``api_call`` rows and answered ``{"ok": true}``.
 
+A Socket Mode recording plays the same way: each envelope is recorded as
+it was and its handlers get its inner event (:func:`~rtm_notebook.fields.inner_event`),
+as from the Socket Mode client; envelopes that client had marked
+``duplicate`` (received again, not dispatched) are not played again.
+
 The third transport under the session core (RTM and Socket Mode are the
 others); it reads recordings through :class:`~rtm_notebook.events.EventFrame`.
+Its rows have no ``transport`` (it is no live session).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import time
 from typing import Any
 
 import orjson
+import pandas as pd
 
 from rtm_notebook.events import EventFrame
+from rtm_notebook.fields import inner_event
 from rtm_notebook.loops import call_soon
 from rtm_notebook.outbox import Outbox
 from rtm_notebook.rtm.client import RTMSession
@@ -37,9 +45,10 @@ from rtm_notebook.web import SlackResponse
 __all__ = ["ReplaySession", "replay"]
 
 # Not replayed: the client's own rows (the replaying client makes its own), and
-# what answered the recorded client (its hello, replies, pongs): a replay says
-# its own hello and answers its own messages.
-_CLIENT_TYPES = frozenset(("open", "close", "state_change", "hello", "goodbye", "reply", "pong", "replay_end"))
+# what answered the recorded client (its hello, replies, pongs; RTM's goodbye and
+# Socket Mode's disconnect): a replay says its own hello and answers its own messages.
+_CLIENT_TYPES = frozenset(("open", "close", "state_change", "hello", "goodbye", "disconnect", "reply", "pong",
+                           "replay_end"))
 _CLIENT_ERRORS = frozenset(("connect_failed", "socket_failed", "not_delivered"))
 # As fast as possible still lets the loop run handlers and the live log between these many events.
 _YIELD_EVERY = 256
@@ -50,18 +59,20 @@ def recorded_events(path: str | os.PathLike) -> tuple[list[tuple[float, bytes]],
     text = os.fspath(path)
     frame = EventFrame.from_slack_export(text) if _is_export(text) else EventFrame.read(text)
     df = frame.to_pandas()
-    df = df[~df["type"].isin(_CLIENT_TYPES)]
+    envelope = df["envelope_id"].notna()  # its type is its inner event's: never one of the client's own
+    df = df[(envelope | ~df["type"].isin(_CLIENT_TYPES)) & ~df["duplicate"].fillna(False)]
     live = df[df["direction"] == "in"]
     # A Slack export is all history; a recording's history rows (a backfill) were never live.
     # History comes page by page, newest first: played in the order it happened.
     df = live if len(live) else df[df["direction"] == "history"].sort_values(["received_at", "seq"], kind="stable")
     out = []
-    for at, raw, etype in zip(df["received_at"], df["raw"], df["type"]):
-        if etype in _CLIENT_TYPES or raw is None:
+    for at, raw, etype, plain in zip(df["received_at"], df["raw"], df["type"], df["envelope_id"].isna()):
+        if not isinstance(raw, str):
             continue
-        event = orjson.loads(raw)
-        if etype == "error" and ("handler" in event or (event.get("error") or {}).get("code") in _CLIENT_ERRORS):
-            continue
+        if plain and etype is not pd.NA and etype == "error":
+            event = orjson.loads(raw)
+            if "handler" in event or (event.get("error") or {}).get("code") in _CLIENT_ERRORS:
+                continue
         out.append((at.timestamp(), raw.encode()))
     return out, frame
 
@@ -170,7 +181,8 @@ class _ReplayLink:
         if self._wiring.record is not None:
             self._wiring.record(frames, events, time.time())
         for event in events:
-            self._wiring.intake(event)
+            # An envelope is recorded as it came; handlers get what it carries.
+            self._wiring.intake(inner_event(event))
 
     async def send(self, message: dict) -> int:
         mid = message.get("id") or next(self._ids)
@@ -226,6 +238,8 @@ class _ReplayTransport:
 
 class ReplaySession(RTMSession):
     """A client whose socket is a recording (see the module docs). Plays once; stop it when done."""
+
+    transport_name = None  # no live session: its rows have no transport
 
     def __init__(self, path: str | os.PathLike, *, speed: float | None = 1.0, paused: bool = False,
                  **options: Any) -> None:

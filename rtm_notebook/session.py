@@ -118,6 +118,8 @@ class Session:
 
     #: the notebook layer's live-log factory (it registers itself here: the core imports no notebook code)
     view_factory: ClassVar[Callable[[Session], Any] | None] = None
+    #: the ``transport`` column of the rows this client records (EventFrame.transport): "rtm", "socket_mode"
+    transport_name: ClassVar[str | None] = None
 
     def __init__(self, token: str | None, *, auto_reconnect: bool = True, ssl: Any = None, proxy: str | None = None,
                  timeout: float = 30, base_url: str = DEFAULT_BASE_URL, headers: dict | None = None,
@@ -321,6 +323,8 @@ class Session:
         self.last_error = None
         self.outbox.accepting = True
         self.handlers.start(loop)
+        if self._record is not None:  # before the first row: its own events carry it too
+            self.event_frame.transport = self.transport_name
         self._set_state(State.CONNECTING)
 
     async def _released(self) -> None:
@@ -346,8 +350,6 @@ class Session:
 
     async def _session(self) -> None:
         transport = self._transport()
-        if self._record is not None:
-            self.event_frame.transport = transport.name  # the rows of this run say which transport
         backoff = Backoff()
         delay = 0.0
         try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import struct
 import time
 from typing import Any
 
@@ -24,7 +26,8 @@ from aiohttp import WSMsgType
 
 from rtm_notebook.transport import Wiring
 
-__all__ = ["CLOSE_TIMEOUT", "MAX_FRAME_RECEIVED", "MAX_BATCH", "WebSocketLink", "drop", "parsed_frames"]
+__all__ = ["CLOSE_TIMEOUT", "MAX_FRAME_RECEIVED", "MAX_BATCH", "WebSocketLink", "drop", "parsed_frames",
+           "text_frames", "write_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ CLOSE_TIMEOUT = 2.0
 MAX_BATCH = 2048
 
 
-# The two places aiohttp's private attributes are used; each has a test
+# The places aiohttp's private attributes are used (and _websocket_mask
+# below, its compiled masking); each has a test
 # (tests/test_connection.py) that fails if aiohttp drops it.
 
 def parsed_frames(ws: aiohttp.ClientWebSocketResponse) -> Any:
@@ -56,6 +60,75 @@ def drop(ws: aiohttp.ClientWebSocketResponse) -> None:
     handshake (a stalled server never answers one). aiohttp has no public
     abort on a client WebSocket; closing its HTTP response does it."""
     ws._response.close()
+
+
+def _transport(ws: aiohttp.ClientWebSocketResponse) -> asyncio.Transport | None:
+    """The transport under ``ws`` (aiohttp's writer's, ``_writer.transport``; None without it)."""
+    return getattr(getattr(ws, "_writer", None), "transport", None)
+
+
+try:  # aiohttp's own compiled masking (private); without it, the same XOR done on big integers
+    from aiohttp._websocket.helpers import websocket_mask as _websocket_mask
+except ImportError:  # pragma: no cover (tests/test_connection.py fails first)
+    _websocket_mask = None
+
+_PACK_LEN2, _PACK_LEN3 = struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
+_PACK_KEY = struct.Struct("!I").pack
+# A client's masking keys only need to be unknown to the page and proxies
+# in between (RFC 6455 10.3); aiohttp draws its own the same way.
+_keys = random.Random().getrandbits
+# Writes a socket's buffer may hold before the writer waits for it to drain.
+WRITE_BUFFER_HIGH = 1 << 20
+
+
+def _masked(key: bytes, payload: bytes) -> bytes | bytearray:
+    if _websocket_mask is not None:
+        data = bytearray(payload)
+        _websocket_mask(key, data)
+        return data
+    n = len(payload)
+    reps = (n + 3) >> 2
+    mask = int.from_bytes(key * reps, "big") >> (8 * ((reps << 2) - n))
+    return (int.from_bytes(payload, "big") ^ mask).to_bytes(n, "big")
+
+
+def text_frames(payloads: list[bytes]) -> bytes:
+    """Client text frames (masked, RFC 6455) for each UTF-8 payload, as one buffer."""
+    parts: list[bytes | bytearray] = []
+    append = parts.append
+    for payload in payloads:
+        n = len(payload)
+        if n < 126:
+            append(bytes((0x81, 0x80 | n)))
+        elif n < 65536:
+            append(_PACK_LEN2(0x81, 0xFE, n))
+        else:
+            append(_PACK_LEN3(0x81, 0xFF, n))
+        key = _PACK_KEY(_keys(32))
+        append(key)
+        if n:
+            append(_masked(key, payload))
+    return b"".join(parts)
+
+
+async def write_frames(ws: aiohttp.ClientWebSocketResponse, payloads: list[bytes]) -> None:
+    """Write text frames for ``payloads`` with one write to the socket.
+
+    aiohttp writes each frame on its own, and each write to an idle socket
+    is a ``send`` system call: for a burst's acks that was a quarter of the
+    client's CPU (docs/benchmarks.md). Raises ConnectionResetError when the
+    socket is closing (nothing was written).
+    """
+    transport = _transport(ws)
+    if transport is None:  # an aiohttp without the attribute: its own writes, one by one
+        for payload in payloads:
+            await ws.send_frame(payload, aiohttp.WSMsgType.TEXT)
+        return
+    if ws.closed or transport.is_closing():
+        raise ConnectionResetError("the WebSocket is closing")
+    transport.write(text_frames(payloads))
+    while transport.get_write_buffer_size() > WRITE_BUFFER_HIGH and not transport.is_closing():
+        await asyncio.sleep(0.001)
 
 
 class WebSocketLink:

@@ -238,3 +238,79 @@ def test_a_column_selection_keeps_direction(tmp_path):
     frame.close()
     df = EventFrame.read(root, columns=["channel"]).to_pandas()
     assert df["direction"].tolist() == ["in", "out"]
+
+
+ENVELOPES = [
+    {"type": "hello", "num_connections": 1},
+    {"envelope_id": "e1", "type": "events_api", "retry_attempt": 0, "retry_reason": "",
+     "payload": {"type": "event_callback", "event_id": "Ev1",
+                 "event": {"type": "message", "channel": "C1", "user": "U1", "text": "hi", "ts": "1.000100"}}},
+    {"envelope_id": "e2", "type": "events_api", "retry_attempt": 1, "retry_reason": "timeout",
+     "payload": {"type": "event_callback", "event_id": "Ev1",
+                 "event": {"type": "message", "channel": "C1", "user": "U1", "text": "hi", "ts": "1.000100"}}},
+    {"envelope_id": "e3", "type": "slash_commands",
+     "payload": {"command": "/go", "text": "now", "user_id": "U2", "channel_id": "C2"}},
+    {"envelope_id": "e4", "type": "interactive",
+     "payload": {"type": "block_actions", "user": {"id": "U3"}, "channel": {"id": "C3", "name": "x"},
+                 "container": {"channel_id": "C3", "message_ts": "2.000200"}}},
+]
+
+
+def test_a_dataset_keeps_transport_envelopes_and_duplicates(tmp_path):
+    root = str(tmp_path / "events") + "/"
+    frame = EventFrame(record_to=root)
+    frame.transport = "socket_mode"
+    frame.extend([orjson.dumps(e) for e in ENVELOPES], T0, connection=1, events=ENVELOPES, duplicates=[2])
+    frame.append({"type": "message", "channel": "C1", "text": "old", "ts": "0.1"}, direction="history",
+                 received_at=T0 - DAY)
+    frame.close()
+    live = frame.to_pandas()
+    back = EventFrame.read(root).to_pandas()
+    pd.testing.assert_frame_equal(back.drop(columns="raw"), live.drop(columns="raw"))
+    assert back["transport"].tolist() == ["socket_mode"] * 5 + [pd.NA]
+    assert back["duplicate"].tolist() == [pd.NA, False, True, False, False, pd.NA]
+    assert back["retry_attempt"].tolist() == [pd.NA, 0, 1, pd.NA, pd.NA, pd.NA]
+    assert back["type"].tolist() == ["hello", "message", "message", "slash_command", "block_actions", "message"]
+    assert back["channel"].tolist() == [pd.NA, "C1", "C1", "C2", "C3", "C1"]
+    schema = pq.read_schema(next((tmp_path / "events").glob("date=*/*.parquet")))
+    assert schema.remove_metadata().equals(datasets.DATASET_SCHEMA)
+    picked = EventFrame.read(root, columns=["event_id"]).to_pandas()
+    assert picked["event_id"].tolist() == [pd.NA, "Ev1", "Ev1", pd.NA, pd.NA, pd.NA]
+    assert picked["duplicate"].isna().all() and picked["channel"].isna().all()
+
+
+def test_a_dataset_written_before_the_socket_mode_columns_still_reads(tmp_path):
+    root = tmp_path / "events"
+    (root / "date=2025-12-01").mkdir(parents=True)
+    (root / datasets.JOURNAL).mkdir()
+    old = datasets.LEGACY_SCHEMA
+    assert old.names == [c for c in datasets.COLUMNS if c not in (
+        "transport", "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate")]
+
+    def old_row(i: int) -> dict:
+        event = {"type": "message", "channel": "C1", "user": "U1", "text": f"m{i}", "ts": f"{T0 + i:.6f}"}
+        return {"received_at": T0 + i, "type": "message", "subtype": None, "channel": "C1", "user": "U1",
+                "text": f"m{i}", "ts": event["ts"], "thread_ts": None, "event_ts": None, "reply_to": None,
+                "direction": "in", "connection": 1, "seq": i, "raw": orjson.dumps(event).decode()}
+
+    rows = [old_row(i) for i in range(3)]
+    table = pa.Table.from_pylist([{**r, "received_at": pd.Timestamp(r["received_at"], unit="s", tz="UTC")}
+                                  for r in rows], schema=old)
+    pq.write_table(table, root / "date=2025-12-01" / f"part-{0:020d}-{2:020d}.parquet")
+    # and a journal an old writer left behind, its lines without the new keys
+    (root / datasets.JOURNAL / f"{1:020d}.jsonl").write_bytes(b"".join(orjson.dumps(old_row(i)) + b"\n"
+                                                                       for i in range(3, 5)))
+    df = EventFrame.read(root).to_pandas()
+    assert df["text"].tolist() == [f"m{i}" for i in range(5)] and df["seq"].tolist() == list(range(5))
+    for name in ("transport", "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate"):
+        assert df[name].isna().all(), name
+    assert df["retry_attempt"].dtype == pd.Int64Dtype() and df["duplicate"].dtype == pd.BooleanDtype()
+    assert EventFrame.read(root, columns=["transport", "text"]).to_pandas()["text"].tolist()[-1] == "m4"
+    # Recording on folds the old journal and adds parts with the new columns; both read.
+    frame = EventFrame(record_to=str(root) + "/")
+    frame.transport = "rtm"
+    assert frame.append({"type": "message", "text": "new"}, received_at=T0 + 5) == 5
+    frame.close()
+    df = EventFrame.read(root).to_pandas()
+    assert df["text"].tolist() == [f"m{i}" for i in range(5)] + ["new"]
+    assert df["transport"].tolist() == [pd.NA] * 5 + ["rtm"]

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from rtm_notebook.events import CHUNK_ROWS, COLUMNS, EventFrame
 
-STRING_COLUMNS = ["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "direction", "raw"]
+STRING_COLUMNS = ["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "direction",
+                  "transport", "envelope_type", "envelope_id", "event_id", "raw"]
 
 
 def message(i: int, channel: str = "C1", user: str = "U1") -> dict:
@@ -39,7 +40,8 @@ def check_schema(df: pd.DataFrame) -> None:
     assert str(df["received_at"].dtype) == "datetime64[us, UTC]"
     for name in STRING_COLUMNS:
         assert df[name].dtype == pd.StringDtype("pyarrow"), name
-    assert df["reply_to"].dtype == pd.Int64Dtype()
+    assert df["reply_to"].dtype == pd.Int64Dtype() and df["retry_attempt"].dtype == pd.Int64Dtype()
+    assert df["duplicate"].dtype == pd.BooleanDtype()
     assert df["connection"].dtype == np.int64
     assert df["seq"].dtype == np.int64
 
@@ -512,13 +514,30 @@ shaped_events = st.fixed_dictionaries(
         | odd_scalars,
         "error": st.fixed_dictionaries({}, optional={"code": st.text(max_size=4) | odd_scalars,
                                                      "msg": st.text(max_size=6) | odd_scalars}) | odd_scalars,
+        "channel_id": ids | odd_scalars, "user_id": ids | odd_scalars,
+        "container": st.fixed_dictionaries({}, optional={
+            "channel_id": ids | odd_scalars, "message_ts": st.text("0123456789.", max_size=8) | odd_scalars})
+        | odd_scalars,
     },
 )
-EXTRACTED = ["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "reply_to"]
+# Socket Mode envelopes around such events: the payload is an event (slash
+# commands, interactive) or holds one (events_api), with the envelope's own
+# fields in any shape too.
+payloads = st.builds(lambda event, extra: {**event, **extra}, shaped_events, st.fixed_dictionaries(
+    {}, optional={"event_id": st.text("Ev0123", max_size=5) | odd_scalars, "event": shaped_events | odd_scalars}))
+envelopes = st.fixed_dictionaries(
+    {"envelope_id": st.text("0123abc", max_size=6),
+     "type": st.sampled_from(["events_api", "slash_commands", "interactive", "hello"]) | odd_scalars,
+     "payload": payloads | odd_scalars},
+    optional={"retry_attempt": int64s | odd_scalars, "retry_reason": st.text(max_size=4),
+              "accepts_response_payload": st.booleans(), "reply_to": int64s | odd_scalars,
+              "channel": id_like})
+EXTRACTED = ["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts", "reply_to",
+             "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=st.lists(shaped_events, max_size=40), plain=st.integers(0, 60), ascii_json=st.booleans())
+@given(events=st.lists(shaped_events | envelopes, max_size=40), plain=st.integers(0, 60), ascii_json=st.booleans())
 def test_columns_derived_from_raw_equal_those_extracted_from_the_event(events, plain, ascii_json):
     # Plain messages around the generated events make blocks that pyarrow's
     # reader takes, so both extraction paths (and the split between them) run.
@@ -555,3 +574,252 @@ def test_a_null_reply_to_is_no_reply_on_both_paths(tmp_path):
     frame.close()
     for df in (frame.to_pandas(), EventFrame.read(tmp_path / "e.jsonl").to_pandas()):
         assert df["type"].isna().tolist() == [True, False] and df["type"][1] == "reply"
+
+
+# -- Socket Mode envelopes, transport, duplicates -------------------------------------------
+
+def events_api(i: int, event: dict | None = None, retry: int = 0) -> dict:
+    event = event or {"type": "message", "channel": "C1", "user": "U1", "text": f"hi {i}", "ts": f"{i}.000200",
+                      "event_ts": f"{i}.000200", "channel_type": "channel"}
+    return {"envelope_id": f"env-{i}-{retry}", "type": "events_api",
+            "payload": {"token": "x", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+                        "event_id": f"Ev{i}", "event_time": 1, "authorizations": [{"user_id": "U0"}], "event": event},
+            "accepts_response_payload": False, "retry_attempt": retry, "retry_reason": "timeout" if retry else ""}
+
+
+SLASH = {"envelope_id": "env-slash", "type": "slash_commands", "accepts_response_payload": True,
+         "payload": {"command": "/deploy", "text": "prod now", "user_id": "U2", "user_name": "ann",
+                     "channel_id": "C2", "channel_name": "general", "team_id": "T1", "response_url": "https://r",
+                     "trigger_id": "tr1", "api_app_id": "A1"}}
+BLOCK_ACTION = {"envelope_id": "env-block", "type": "interactive", "accepts_response_payload": False,
+                "payload": {"type": "block_actions", "user": {"id": "U3", "username": "bo", "team_id": "T1"},
+                            "api_app_id": "A1", "trigger_id": "tr2", "team": {"id": "T1"},
+                            "container": {"type": "message", "message_ts": "5.000500", "channel_id": "C3",
+                                          "is_ephemeral": False},
+                            "channel": {"id": "C3", "name": "ops"},
+                            "message": {"type": "message", "user": "U0", "text": "Deploy?", "ts": "5.000500",
+                                        "thread_ts": "4.000400"},
+                            "response_url": "https://r2", "actions": [{"action_id": "go", "value": "1"}]}}
+VIEW_SUBMISSION = {"envelope_id": "env-view", "type": "interactive", "accepts_response_payload": True,
+                   "payload": {"type": "view_submission", "user": {"id": "U4", "name": "cy"}, "team": {"id": "T1"},
+                               "trigger_id": "tr3", "view": {"id": "V1", "callback_id": "form",
+                                                             "state": {"values": {}}}}}
+HELLO = {"type": "hello", "num_connections": 1, "debug_info": {"host": "applink-1"},
+         "connection_info": {"app_id": "A1"}}
+DISCONNECT = {"type": "disconnect", "reason": "warning", "debug_info": {"host": "applink-1"}}
+SOCKET_MODE = [HELLO, events_api(1), SLASH, BLOCK_ACTION, VIEW_SUBMISSION, DISCONNECT]
+ENVELOPE_COLUMNS = ["type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts",
+                    "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate"]
+
+
+def socket_mode_frame(events: list[dict], **kwargs) -> tuple[EventFrame, EventFrame]:
+    """The events recorded as the Socket Mode client records them (bytes, derived
+    later: the Arrow path, or the Python rules where it refuses a block) and
+    appended without raw (extracted at append time: the Python rules)."""
+    lazy, eager = EventFrame(), EventFrame()
+    lazy.extend([orjson.dumps(e) for e in events], 1700000000.0, connection=1, **kwargs)
+    for event in events:
+        eager.append(event, connection=1, received_at=1700000000.0)
+    return lazy, eager
+
+
+def test_envelope_rows_take_their_inner_events_columns():
+    lazy, eager = socket_mode_frame(SOCKET_MODE)
+    df = lazy.to_pandas()
+    check_schema(df)
+    pdt.assert_frame_equal(df[ENVELOPE_COLUMNS], eager.to_pandas()[ENVELOPE_COLUMNS])
+    rows = df[ENVELOPE_COLUMNS].astype(object).where(df[ENVELOPE_COLUMNS].notna(), None).to_dict("records")
+    nothing = dict.fromkeys(ENVELOPE_COLUMNS)
+    assert rows[0] == {**nothing, "type": "hello"}
+    assert rows[1] == {**nothing, "type": "message", "channel": "C1", "user": "U1", "text": "hi 1", "ts": "1.000200",
+                       "event_ts": "1.000200", "envelope_type": "events_api", "envelope_id": "env-1-0",
+                       "event_id": "Ev1", "retry_attempt": 0, "duplicate": False}
+    assert rows[2] == {**nothing, "type": "slash_command", "channel": "C2", "user": "U2", "text": "prod now",
+                       "envelope_type": "slash_commands", "envelope_id": "env-slash", "duplicate": False}
+    assert rows[3] == {**nothing, "type": "block_actions", "channel": "C3", "user": "U3", "text": "Deploy?",
+                       "ts": "5.000500", "thread_ts": "4.000400", "envelope_type": "interactive",
+                       "envelope_id": "env-block", "duplicate": False}
+    assert rows[4] == {**nothing, "type": "view_submission", "user": "U4", "envelope_type": "interactive",
+                       "envelope_id": "env-view", "duplicate": False}
+    assert rows[5] == {**nothing, "type": "disconnect"}
+    assert df["reply_to"].isna().all() and df["transport"].isna().all()
+
+
+def test_events_api_and_slash_command_blocks_are_read_by_arrow_not_the_python_rules(monkeypatch):
+    from rtm_notebook import events as events_module
+
+    python_rows = []
+    fields_of_raw = events_module._fields_of_raw
+    monkeypatch.setattr(events_module, "_fields_of_raw", lambda raw: python_rows.append(raw) or fields_of_raw(raw))
+    shaped = [events_api(2, {"type": "message", "subtype": "message_changed", "channel": "C1", "ts": "3.0",
+                             "message": {"user": "U9", "text": "edited", "thread_ts": "2.0"}}),
+              events_api(3, {"type": "reaction_added", "user": "U8", "reaction": "eyes", "event_ts": "3.5",
+                             "item": {"type": "message", "channel": "C7", "ts": "3.0"}}),
+              {"envelope_id": "env-4", "type": "events_api", "payload": {"type": "app_rate_limited", "team_id": "T"}},
+              {"envelope_id": "env-5", "type": "custom_kind", "payload": {"text": "t", "channel_id": "C5"}},
+              {"envelope_id": "env-6", "type": "events_api", "payload": "not an object?"},
+              {"envelope_id": "ack-only"}]  # an acknowledgement: no payload, so no envelope
+    events = [HELLO] + [events_api(i) for i in range(40)] + [SLASH] + shaped[:4] + [DISCONNECT, shaped[5]]
+    lazy, eager = socket_mode_frame(events + [message(i) for i in range(40)])
+    df = lazy.to_pandas()
+    assert python_rows == []
+    pdt.assert_frame_equal(df[ENVELOPE_COLUMNS], eager.to_pandas()[ENVELOPE_COLUMNS])
+    edit, reaction, limited, custom = (df.iloc[42 + i] for i in range(4))
+    assert (edit["user"], edit["text"], edit["thread_ts"]) == ("U9", "edited", "2.0")
+    assert edit["subtype"] == "message_changed"
+    assert (reaction["channel"], reaction["user"], reaction["event_ts"]) == ("C7", "U8", "3.5")
+    assert (limited["type"], limited["envelope_type"], limited["event_id"]) == ("app_rate_limited", "events_api", pd.NA)
+    assert (custom["type"], custom["channel"], custom["text"]) == ("custom_kind", "C5", "t")
+    assert df["envelope_id"].iloc[47] is pd.NA and df["duplicate"].iloc[47] is pd.NA  # the ack
+    # A payload that is no object: the reader refuses it, the Python rules take it.
+    lazy, eager = socket_mode_frame([shaped[4]])
+    assert lazy.to_pandas()["type"].tolist() == ["events_api"] == eager.to_pandas()["type"].tolist()
+
+
+def test_a_null_payload_is_an_envelope_on_both_paths():
+    events = [events_api(i) for i in range(30)] + [{"envelope_id": "e-null", "type": "events_api", "payload": None},
+                                                   {"envelope_id": "e-none", "type": "events_api"}]
+    lazy, eager = socket_mode_frame(events)
+    df = lazy.to_pandas()
+    pdt.assert_frame_equal(df[ENVELOPE_COLUMNS], eager.to_pandas()[ENVELOPE_COLUMNS])
+    assert df["envelope_id"].tolist()[-2:] == ["e-null", pd.NA]
+    assert df["type"].tolist()[-2:] == ["events_api", "events_api"]
+
+
+def test_inner_event_is_what_each_envelope_carries():
+    from rtm_notebook.fields import channel_of, inner_event, is_envelope, user_of
+
+    envelope = events_api(1)
+    assert inner_event(envelope) is envelope["payload"]["event"]  # the same object: nothing copied for the common case
+    slash = inner_event(SLASH)
+    assert slash == {**SLASH["payload"], "type": "slash_command"} and "type" not in SLASH["payload"]
+    assert inner_event(BLOCK_ACTION) is BLOCK_ACTION["payload"]
+    assert inner_event({"envelope_id": "e", "type": "new_kind", "payload": {"a": 1}}) == {"a": 1, "type": "new_kind"}
+    assert inner_event({"envelope_id": "e", "type": "interactive", "payload": [1]}) == {"type": "interactive"}
+    assert inner_event({"envelope_id": "e", "type": "events_api", "payload": None}) == {"type": "events_api"}
+    assert inner_event(HELLO) is HELLO and not is_envelope(HELLO) and is_envelope(SLASH)
+    assert not is_envelope({"envelope_id": 5, "payload": {}}) and not is_envelope({"envelope_id": "ack"})
+    assert (channel_of(slash), user_of(slash)) == ("C2", "U2")
+    block = inner_event(BLOCK_ACTION)
+    assert (channel_of(block), user_of(block)) == ("C3", "U3")
+    assert channel_of({"container": {"channel_id": "C9"}}) == "C9"
+    assert user_of(inner_event(VIEW_SUBMISSION)) == "U4" and channel_of(inner_event(VIEW_SUBMISSION)) is None
+
+
+def test_transport_is_kept_as_runs_and_history_rows_have_none():
+    frame = EventFrame()
+    assert frame.transport is None
+    frame.append(message(0))  # a bare frame: no transport
+    frame.transport = "rtm"
+    fill(frame, 3, start=1)
+    frame.append(message(4), direction="history")
+    frame.append(message(5), direction="out")
+    frame.transport = "socket_mode"
+    frame.extend([orjson.dumps(events_api(i)) for i in range(CHUNK_ROWS)], 1700000001.0, connection=2)
+    frame.append(message(6), direction="history")
+    frame.transport = None
+    frame.append(message(7))
+    df = frame.to_pandas()
+    check_schema(df)
+    expected = [pd.NA, "rtm", "rtm", "rtm", pd.NA, "rtm"] + ["socket_mode"] * CHUNK_ROWS + [pd.NA, pd.NA]
+    assert df["transport"].tolist() == expected
+    assert frame._chunks[0].n == CHUNK_ROWS  # the change mid-chunk, then a sealed chunk of runs
+    with pytest.raises(ValueError, match="transport must be"):
+        frame.transport = "carrier pigeon"
+    assert frame.transport is None
+
+
+def test_duplicates_are_marked_across_chunks_and_recorded(tmp_path):
+    frame = EventFrame(record_to=tmp_path / "events.jsonl")
+    frame.transport = "socket_mode"
+    fill(frame, CHUNK_ROWS - 2)
+    envelopes = [events_api(i, retry=i % 2) for i in range(6)]
+    frame.extend([orjson.dumps(e) for e in envelopes], 1700000005.0, connection=1, events=envelopes,
+                 duplicates={1, 4})
+    frame.close()
+    plain = EventFrame()  # the intake path without a recorder
+    plain.transport = "socket_mode"
+    fill(plain, CHUNK_ROWS - 2)
+    plain.extend([orjson.dumps(e) for e in envelopes], 1700000005.0, connection=1, duplicates=[1, 4])
+    for df in (frame.to_pandas(), plain.to_pandas(), EventFrame.read(tmp_path / "events.jsonl").to_pandas()):
+        tail = df.iloc[CHUNK_ROWS - 2:]
+        assert tail["duplicate"].tolist() == [False, True, False, False, True, False]
+        assert tail["retry_attempt"].tolist() == [0, 1, 0, 1, 0, 1]
+        assert tail["event_id"].tolist() == [f"Ev{i}" for i in range(6)]
+        assert df["duplicate"].iloc[:CHUNK_ROWS - 2].isna().all()
+    pdt.assert_frame_equal(EventFrame.read(tmp_path / "events.jsonl").to_pandas(), frame.to_pandas())
+    pdt.assert_frame_equal(plain.to_pandas().drop(columns="received_at"), frame.to_pandas().drop(columns="received_at"))
+    # messages() shows a message received twice once
+    assert plain.messages()["text"].tolist().count("hi 1") == 0 and plain.messages()["text"].tolist().count("hi 0") == 1
+
+
+def test_a_recording_with_envelopes_round_trips(tmp_path):
+    path = tmp_path / "events.jsonl"
+    frame = EventFrame(record_to=path)
+    frame.transport = "socket_mode"
+    frame.append({"type": "state_change", "state": "connecting", "previous": "disconnected"})
+    frame.extend([orjson.dumps(e) for e in SOCKET_MODE], 1700000000.0, connection=1, events=SOCKET_MODE,
+                 duplicates=[1])
+    frame.append({"envelope_id": "env-slash", "payload": {"text": "done"}}, direction="out", connection=1)
+    frame.append(message(1), direction="history")
+    frame.close()
+    df = frame.to_pandas()
+    check_schema(df)
+    pdt.assert_frame_equal(EventFrame.read(path).to_pandas(), df)
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [list(line) for line in lines] == [COLUMNS] * len(df)
+    assert [line["transport"] for line in lines] == ["socket_mode"] * 8 + [None]
+    assert [line["duplicate"] for line in lines] == [None, None, True, False, False, False, None, False, None]
+    picked = EventFrame.read(path, columns=["envelope_id"]).to_pandas()
+    assert picked["envelope_id"].tolist() == df["envelope_id"].tolist() and picked["transport"].isna().all()
+
+
+def test_an_old_recording_without_the_socket_mode_columns_reads_with_nulls(tmp_path):
+    path = tmp_path / "old.jsonl"
+    old_columns = [c for c in COLUMNS if c not in ("transport", "envelope_type", "envelope_id", "event_id",
+                                                   "retry_attempt", "duplicate")]
+    with path.open("wb") as f:
+        for i in range(3):
+            event = message(i)
+            row = {"received_at": 1700000000.0 + i, **{c: event.get(c) for c in old_columns[1:10]},
+                   "direction": "in", "connection": 1, "seq": i, "raw": orjson.dumps(event).decode()}
+            assert list(row) == old_columns
+            f.write(orjson.dumps(row) + b"\n")
+    df = EventFrame.read(path).to_pandas()
+    check_schema(df)
+    assert df["text"].tolist() == ["hello 0", "hello 1", "hello 2"]
+    for name in ("transport", "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate"):
+        assert df[name].isna().all(), name
+    assert EventFrame.read(path, columns=["user"]).to_pandas()["user"].tolist() == ["U1"] * 3
+    with EventFrame(record_to=path) as more:  # recording on continues it, with the new columns
+        more.transport = "rtm"
+        assert more.append(message(3)) == 3
+    assert EventFrame.read(path).to_pandas()["transport"].tolist() == [pd.NA, pd.NA, pd.NA, "rtm"]
+
+
+strings = st.text(max_size=6)
+well_shaped_event = st.fixed_dictionaries({}, optional={
+    **{name: strings for name in ("type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts",
+                                  "channel_id", "user_id")},
+    "item": st.fixed_dictionaries({}, optional={"channel": strings}),
+    "message": st.fixed_dictionaries({}, optional={"user": strings, "text": strings, "thread_ts": strings}),
+    "container": st.fixed_dictionaries({}, optional={"channel_id": strings, "message_ts": strings}),
+})
+well_shaped_envelopes = st.fixed_dictionaries(
+    {"envelope_id": strings,
+     "type": st.sampled_from(["events_api", "slash_commands", "interactive", "other"]),
+     "payload": st.builds(lambda event, extra: {**event, **extra}, well_shaped_event, st.fixed_dictionaries(
+         {}, optional={"event_id": strings, "event": well_shaped_event}))},
+    optional={"retry_attempt": st.integers(0, 3), "reply_to": st.integers(0, 9)})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(well_shaped_envelopes | well_shaped_event, min_size=1, max_size=60))
+def test_well_shaped_envelopes_are_derived_by_arrow_as_by_the_python_rules(events):
+    from rtm_notebook import events as events_module
+
+    lazy, eager = socket_mode_frame(events)
+    chunk = events_module._Chunk.from_runs(lazy._times, events_module._held(lazy._texts), {}, lazy._runs, 0)
+    arrow = events_module._read_json(chunk.raw, True)  # raises if the reader refused any row: none may be
+    assert len(arrow[0]) == len(events)
+    pdt.assert_frame_equal(lazy.to_pandas()[EXTRACTED], eager.to_pandas()[EXTRACTED])

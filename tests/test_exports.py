@@ -77,6 +77,9 @@ def test_every_conversation_kind_and_message_shape_is_read(tmp_path, recwarn):
     assert orjson.loads(df["raw"][2])["edited"]["ts"] == "1600000001.000000"
     assert orjson.loads(df["raw"][4])["files"][0]["name"] == "plot.png"
     assert (df["received_at"].map(lambda t: t.timestamp()) == df["ts"].astype(float)).all()
+    # history rows: no transport, and no envelope
+    added = ["transport", "envelope_type", "envelope_id", "event_id", "retry_attempt", "duplicate"]
+    assert df[added].isna().all().all()
     messages = frame.messages()
     assert messages["channel_name"].tolist()[:6] == ["general"] * 6
     names = messages["channel_name"].tolist()

@@ -44,6 +44,10 @@ async def test_backfill_records_a_channels_history_and_threads_as_history_rows(s
     assert status.done and status.messages == len(rows) and seen == sorted(seen) and seen[-1] == status.calls
     # history is recorded, not dispatched: no handler or live-log row saw it
     assert rtm.counts["message"] == 0
+    # the live session's rows say it was RTM, its own events included; history rows say nothing
+    assert rows["transport"].isna().all()
+    live = df[df["direction"] != "history"]
+    assert (live["transport"] == "rtm").all() and {"state_change", "hello"} <= set(live["type"])
     await rtm.async_stop()
 
 

@@ -438,3 +438,38 @@ async def test_say_in_thread_and_registered_async_function(shell):
     assert "LOUD PLEASE" in sent
     await stop_all(shell)
 
+
+
+async def test_socket_mode_connect_say_and_a_slash_command_cell(capsys, shell):
+    """%rtm_connect --socket-mode on the simulated workspace; the same %%rtm_on and say(); /deploy answers."""
+    from rtm_notebook.notebook.magics import session
+
+    await ok(shell, "%rtm_connect --socket-mode --rate 0 --name app")
+    client = shell.user_ns["app"]
+    assert type(client).__name__ == "SocketModeClient"
+    assert "no SLACK_APP_TOKEN set: connecting to the simulated workspace (Socket Mode)" in capsys.readouterr().out
+    await connected(client)
+    sim = session("app").sim
+    human, channel = human_and_channel(sim)
+
+    await ok(shell, '%%rtm_on message --match Hello\nawait say(f"Hi <@{event[\'user\']}>!")')
+    await ok(shell, '%%rtm_on /deploy\nf"deploying {event[\'text\']}"')
+    assert "handler 'deploy_" in capsys.readouterr().out
+    sim.post_message(human, channel, "Hello app")
+    async with asyncio.timeout(15):
+        while not any(p["text"] == f"Hi <@{human}>!" for p in sim.posted):
+            await asyncio.sleep(0.02)
+    envelope_id = sim.slash_command("/deploy", "v3", channel=channel)
+    ack = await asyncio.to_thread(sim.wait_for_ack, envelope_id, 10.0)
+    assert ack["payload"] == {"text": "deploying v3"}
+    await ok(shell, "%rtm_status")
+    await ok(shell, "%rtm_handlers")
+    assert "deploy_" in capsys.readouterr().out
+    await stop_all(shell)
+
+
+async def test_connect_picks_the_transport_by_the_tokens_found(shell, monkeypatch):
+    monkeypatch.setenv("MY_APP", "")
+    assert "MY_APP is not set or empty" in usage_error(shell, "%rtm_connect --app-token-env MY_APP")
+    assert "--connect-method is RTM's" in usage_error(shell, "%rtm_connect --socket-mode --connect-method rtm.start")
+    assert "--replay plays a recording" in usage_error(shell, "%rtm_connect --replay x.jsonl --socket-mode")

@@ -134,3 +134,59 @@ async def test_a_backfill_only_recording_replays_oldest_first(sim, tmp_path):
     await asyncio.wait_for(past.finished(), GUARD)
     await past.async_stop()
     assert len(played) > 200 and played == sorted(played)
+
+
+def socket_mode_recording(path) -> list[dict]:
+    """A Socket Mode session's recording, as its client makes one: envelopes as they came
+    (one received twice, marked duplicate), its acks, hello and disconnect, its own events."""
+    import orjson
+
+    from rtm_notebook.events import EventFrame
+
+    def message(i: int, retry: int = 0) -> dict:
+        return {"envelope_id": f"env-{i}-{retry}", "type": "events_api", "accepts_response_payload": False,
+                "retry_attempt": retry, "retry_reason": "timeout" if retry else "",
+                "payload": {"type": "event_callback", "event_id": f"Ev{i}", "team_id": "T1",
+                            "event": {"type": "message", "channel": "C1", "user": "U1", "text": f"sm {i}",
+                                      "ts": f"{1700000000 + i}.000100", "channel_type": "channel"}}}
+
+    frames = [{"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}},
+              message(1), message(2), message(1, retry=1),
+              {"envelope_id": "env-slash", "type": "slash_commands", "accepts_response_payload": True,
+               "payload": {"command": "/deploy", "text": "prod", "user_id": "U2", "channel_id": "C2"}},
+              {"envelope_id": "env-block", "type": "interactive",
+               "payload": {"type": "block_actions", "user": {"id": "U3"}, "channel": {"id": "C3", "name": "ops"},
+                           "container": {"channel_id": "C3", "message_ts": "5.000500"},
+                           "actions": [{"action_id": "go"}]}},
+              {"type": "disconnect", "reason": "warning"}]
+    frame = EventFrame(record_to=path)
+    frame.transport = "socket_mode"
+    frame.append({"type": "state_change", "state": "connecting", "previous": "disconnected"})
+    frame.extend([orjson.dumps(f) for f in frames[:3]], time.time(), connection=1, events=frames[:3])
+    frame.extend([orjson.dumps(f) for f in frames[3:]], time.time(), connection=1, events=frames[3:], duplicates=[0])
+    for f in frames[1:6]:
+        frame.append({"envelope_id": f["envelope_id"]}, direction="out", connection=1)  # the acks
+    frame.close()
+    return frames
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "dataset"])
+async def test_a_socket_mode_recording_replays_inner_events_once(tmp_path, kind):
+    path = tmp_path / "sm.jsonl" if kind == "jsonl" else f"{tmp_path / 'sm'}/"
+    frames = socket_mode_recording(path)
+    client = replay(path, speed=None)
+    got = []
+    client.on("*")(lambda c, e: got.append(e))
+    await asyncio.wait_for(client.finished(), GUARD)
+    await client.async_stop()
+    played = [e for e in got if e.get("type") not in ("state_change", "open", "hello", "replay_end", "close")]
+    assert [e["type"] for e in played] == ["message", "message", "slash_command", "block_actions"]
+    assert played[0] == frames[1]["payload"]["event"]  # what the envelope carried, not the envelope
+    assert [e.get("text") for e in played[:2]] == ["sm 1", "sm 2"]  # the redelivered sm 1 was not played again
+    assert played[2] == {**frames[4]["payload"], "type": "slash_command"}
+    assert played[3] == frames[5]["payload"]
+    df = client.events
+    replayed = df[df["envelope_id"].notna()]
+    assert replayed["envelope_id"].tolist() == ["env-1-0", "env-2-0", "env-slash", "env-block"]
+    assert replayed["type"].tolist() == ["message", "message", "slash_command", "block_actions"]
+    assert not replayed["duplicate"].any() and df["transport"].isna().all()  # a replay is no live session

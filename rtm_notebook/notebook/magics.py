@@ -42,6 +42,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
 from rtm_notebook.datasets import as_utc
+from rtm_notebook.fields import channel_of
 from rtm_notebook.loops import BackgroundLoop, call, in_kernel, on_loop_thread, running_loop, submit
 from rtm_notebook.notebook.livelog import LiveLog
 from rtm_notebook.notebook.output import HandlerSink, install_routing, uninstall_routing
@@ -63,8 +64,13 @@ KNOWN_EVENTS = frozenset(
     pref_change commands_changed subteam_created subteam_updated subteam_members_changed
     subteam_self_added subteam_self_removed email_domain_changed accounts_changed desktop_notification
     external_org_migration_started external_org_migration_finished
+    app_mention app_home_opened app_uninstalled tokens_revoked channel_id_changed disconnect
+    slash_command block_actions shortcut message_action view_submission view_closed block_suggestion ack response
     """.split()
 )
+#: what a Socket Mode handler may answer by returning a value (a slash command is also written "/deploy")
+ANSWERABLE = frozenset(("slash_command", "block_actions", "shortcut", "message_action", "view_submission",
+                        "view_closed", "block_suggestion"))
 
 # Named when an event type is unknown and no known one is close to it.
 COMMON_EVENTS = ("message", "reaction_added", "reaction_removed", "user_typing", "presence_change",
@@ -225,7 +231,8 @@ def __rtm_factory(__rtm_web, __rtm_say):
 """
 
 
-def compile_handler(body: str, *, filename: str, namespace: dict, web: Callable, say: Callable) -> Callable:
+def compile_handler(body: str, *, filename: str, namespace: dict, web: Callable, say: Callable,
+                    answers: bool = False) -> Callable:
     """Turn a cell body into ``handler(client, event)``.
 
     ``event``, ``client``, ``web_client`` and ``say`` are in scope; the body's
@@ -233,9 +240,14 @@ def compile_handler(body: str, *, filename: str, namespace: dict, web: Callable,
     other cells work and ``global x`` assigns a notebook variable. The body
     becomes an ``async def`` when it awaits, a plain function otherwise (run
     on the handler's own worker thread). Line numbers in tracebacks are the
-    body's own.
+    body's own. With ``answers`` (a slash command's or an interactive
+    payload's handler) the body's last expression, as a cell's value, is
+    what the handler returns: its answer (``return`` works too).
     """
     tree = ast.parse(body, filename, "exec")
+    if answers and tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        tree.body[-1] = ast.copy_location(ast.Return(value=last.value), last)
     if any(isinstance(node, (ast.Yield, ast.YieldFrom)) for node in _own_level(tree)):
         # The body would become a generator that nobody iterates: it would never run.
         raise UsageError("A handler cell cannot use yield: its body runs once per event. Collect results in a list instead")
@@ -267,7 +279,7 @@ def _say_factory(sink: HandlerSink | None) -> Callable[[Any, Any], Callable[...,
 
     def make(client: Any, event: Any) -> Callable[..., Any]:
         def say(text: str, thread: bool = False) -> Any:
-            channel = event.get("channel")
+            channel = channel_of(event)  # a slash command's is channel_id, a block action's an object
             if not isinstance(channel, str):
                 raise ValueError(f"say(): a {event.get('type')!r} event has no channel to reply in; use client.send_message(channel, text)")
             # An edit's own ts names no message: its thread is the edited message's.
@@ -285,6 +297,22 @@ def _say_factory(sink: HandlerSink | None) -> Callable[[Any, Any], Callable[...,
         return say
 
     return make
+
+
+def _tokens(args: Any) -> tuple[str | None, str | None]:
+    """The bot token and the app-level token %rtm_connect's options and the environment name."""
+    def read(var: str, what: str) -> str:
+        value = os.environ.get(var)
+        if not value:
+            raise UsageError(f"Environment variable {var} is not set or empty. Set it to your {what}, "
+                             "or type %rtm_connect --demo")
+        return value
+
+    token = (read(args.token_env, "bot token (xoxb-...)") if args.token_env
+             else os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("SLACK_API_TOKEN") or None)
+    app_token = (read(args.app_token_env, "app-level token (xapp-...)") if args.app_token_env
+                 else os.environ.get("SLACK_APP_TOKEN") or None)
+    return token, app_token
 
 
 def _report_say(fut: asyncio.Future, sink: HandlerSink | None) -> None:
@@ -402,6 +430,8 @@ class RTMMagics(Magics):
     @magic_arguments()
     @argument("--demo", action="store_true", help="connect to the simulated workspace even if a token is set")
     @argument("--token-env", metavar="VAR", help="read the bot token from environment variable VAR (default: SLACK_BOT_TOKEN, then SLACK_API_TOKEN)")
+    @argument("--app-token-env", metavar="VAR", help="read the app-level token (xapp-..., Socket Mode) from VAR (default: SLACK_APP_TOKEN)")
+    @argument("--socket-mode", action="store_true", help="use Socket Mode (without an app token: on the simulated workspace)")
     @argument("--connect-method", default=None, choices=["rtm.connect", "rtm.start"], help="rtm.connect (default) or rtm.start, which also returns a snapshot of users and channels")
     @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
     @argument("--rate", type=float, default=None, help="events per second of simulated traffic (default 5; ignored when connecting to Slack)")
@@ -411,10 +441,14 @@ class RTMMagics(Magics):
     @argument("--reconnect", action="store_true", help="replace the client bound to --name even if it was connected with these options")
     @line_magic
     def rtm_connect(self, line: str = "") -> None:
-        """Connect an RTM client on this kernel's loop and show the live log.
+        """Connect a client on this kernel's loop and show the live log.
 
-        Uses the token in SLACK_BOT_TOKEN or SLACK_API_TOKEN when one is set;
-        otherwise (or with --demo) starts the simulated workspace and says so.
+        Chooses by the tokens it finds: an app-level token (SLACK_APP_TOKEN,
+        or --app-token-env VAR) means Socket Mode (with the bot token from
+        SLACK_BOT_TOKEN for say() and web_client); a bot token alone
+        (SLACK_BOT_TOKEN or SLACK_API_TOKEN) means RTM; nothing (or --demo)
+        starts the simulated workspace and says so, speaking Socket Mode with
+        --socket-mode.
         The client is bound to ``rtm`` (or --name): ``rtm.events`` is the
         DataFrame of everything received, ``rtm.log`` the live log.
 
@@ -434,35 +468,39 @@ class RTMMagics(Magics):
             raise UsageError("--speed goes with --replay PATH, and is 0 (as fast as possible) or more, e.g. --speed 10")
         if args.replay is not None and (args.demo or args.token_env or args.base_url):
             raise UsageError("--replay plays a recording: it takes no --demo, --token-env or --base-url")
+        if args.replay is not None and (args.socket_mode or args.app_token_env):
+            raise UsageError("--replay plays a recording: it takes no --socket-mode or --app-token-env")
         if args.replay is not None and not os.path.exists(args.replay):
             raise UsageError(f"--replay {args.replay!r}: no such file or directory (a .jsonl recording, a Parquet "
                              "dataset directory or a Slack export)")
-        if args.demo and (args.token_env or args.base_url):
-            option = "--token-env" if args.token_env else "--base-url"
+        if args.demo and (args.token_env or args.app_token_env or args.base_url):
+            option = "--token-env" if args.token_env else "--app-token-env" if args.app_token_env else "--base-url"
             raise UsageError(f"--demo connects to the simulated workspace, {option} to a real one: drop one of them")
-        token = None
-        if not args.demo and args.replay is None:
-            if args.token_env:
-                token = os.environ.get(args.token_env)
-                if not token:
-                    raise UsageError(f"Environment variable {args.token_env} is not set or empty. Set it to your bot token (xoxb-...), or type %rtm_connect --demo")
-            else:
-                token = os.environ.get("SLACK_BOT_TOKEN") or os.environ.get("SLACK_API_TOKEN")
-        if token is None and args.base_url:
-            raise UsageError("--base-url needs a token: set SLACK_BOT_TOKEN, or pass --token-env VAR naming the variable that holds it")
+        token, app_token = (None, None) if args.demo or args.replay is not None else _tokens(args)
+        socket_mode = app_token is not None or args.socket_mode
+        if socket_mode and args.connect_method:
+            raise UsageError("--connect-method is RTM's; Socket Mode opens with apps.connections.open: drop it")
+        if app_token is None and token is not None and args.socket_mode:
+            token = None  # --socket-mode without an app token: the simulated workspace's Socket Mode
+        if token is None and app_token is None and args.base_url:
+            raise UsageError("--base-url needs a token: set SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for Socket Mode), "
+                             "or pass --token-env VAR naming the variable that holds it")
         # --rate is kept (not refused) with a token: a notebook may say
         # `%rtm_connect --rate 10` to run on Slack or, without a token, on the sim.
         rate = 5.0 if args.rate is None else args.rate
 
         from rtm_notebook.seed import RTMClient
 
-        options = {"workspace": "replay" if args.replay else "simulated" if token is None else "Slack",
+        real = token is not None or app_token is not None
+        options = {"workspace": "replay" if args.replay else "Slack" if real else "simulated",
+                   "transport": "socket_mode" if socket_mode else "rtm",
                    "replay": args.replay, "speed": args.speed, "token_env": args.token_env,
-                   "base_url": args.base_url, "connect_method": args.connect_method or "rtm.connect",
-                   "rate": rate if token is None else None}
+                   "app_token_env": args.app_token_env, "base_url": args.base_url,
+                   "connect_method": None if socket_mode else args.connect_method or "rtm.connect",
+                   "rate": None if real else rate}
         typed = " ".join(t for t in arg_split(line) if t != "--reconnect")
         existing = self.sessions.get(args.name)
-        if existing is not None and not args.reconnect and self._same_client(existing, options, token):
+        if existing is not None and not args.reconnect and self._same_client(existing, options, token, app_token):
             self._keep(existing)
             return
 
@@ -491,20 +529,27 @@ class RTMMagics(Magics):
                 speed = 1.0 if args.speed is None else args.speed or None
                 fields += [("speed", "as fast as possible" if speed is None else f"{speed:g}x"),
                            ("sends", "recorded, not sent (say and Web API calls included)")]
-            elif token is None:
+            elif not real:
                 from rtm_notebook.sim import SimWorkspace
 
                 sim = SimWorkspace(rate=rate)
                 sim.start()
                 token = sim.token
+                app_token = sim.app_token if socket_mode else None
                 base_url = sim.base_url
-                why = "--demo" if args.demo else "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set"
+                why = ("--demo" if args.demo else "no SLACK_APP_TOKEN set" if socket_mode
+                       else "no SLACK_BOT_TOKEN or SLACK_API_TOKEN set")
                 title = f"{why}: connecting to the simulated workspace"
                 fields += [("Web API", base_url), ("traffic", f"{rate:g} events/s of demo traffic")]
             else:
                 title = f"{args.name}: connecting to Slack"
                 if base_url:
                     fields.append(("Web API", base_url))
+            if socket_mode:
+                title += " (Socket Mode)"
+                if token is None:
+                    fields.append(("bot token", "none (SLACK_BOT_TOKEN unset): events arrive; say() and "
+                                                "web_client need it"))
             kwargs: dict[str, Any] = {"token": token}
             if base_url:
                 kwargs["base_url"] = base_url
@@ -516,9 +561,13 @@ class RTMMagics(Magics):
                 # Paused at hello: the handler cells come after this one.
                 client = replay(args.replay, speed=speed, paused=True)
                 fields.append(("paused", f"register handlers (%%rtm_on ...), then run {args.name}.play()"))
+            elif socket_mode:
+                from rtm_notebook.socketmode.client import SocketModeClient
+
+                client = SocketModeClient(app_token=app_token, **kwargs)
             else:
                 client = RTMClient(**kwargs)
-            del token
+            del token, app_token
             if previous is not None:
                 client.continue_recording(previous)
             sess = Session(args.name, client, None, sim, background, options=options, line=typed)
@@ -581,12 +630,15 @@ class RTMMagics(Magics):
 
             display(sess.log)
 
-    def _same_client(self, sess: Session, options: dict, token: str | None) -> bool:
+    def _same_client(self, sess: Session, options: dict, token: str | None, app_token: str | None) -> bool:
         """Whether ``%rtm_connect`` asks again for the client ``sess`` runs (and it still runs)."""
         if sess.options != options or str(sess.client.state) == "stopped":
             return False
-        # The token itself is never kept anywhere else: ask the client whether it is the same.
-        return sess.sim is not None if token is None else sess.sim is None and sess.client.token == token
+        if token is None and app_token is None:
+            return sess.sim is not None
+        # The tokens themselves are never kept anywhere else: ask the client whether they are the same.
+        return (sess.sim is None and sess.client.token == token
+                and getattr(sess.client, "app_token", None) == app_token)
 
     def _keep(self, sess: Session) -> None:
         """The cell was run again with the same options: keep the client, say so, show its log again."""
@@ -739,7 +791,7 @@ class HandlerMagics(Magics):
     # -- %rtm_on ---------------------------------------------------------------
 
     @magic_arguments()
-    @argument("event", help="event type, e.g. message, reaction_added, user_typing, or * for all")
+    @argument("event", help="event type, e.g. message, reaction_added, user_typing, * for all, or a slash command such as /deploy (Socket Mode)")
     @argument("function", nargs="?", help="(line form) an existing function fn(client, event) in the notebook to register")
     @argument("--match", metavar="REGEX", help="only events whose text matches this regular expression")
     @argument("--channel", metavar="C", help="only events in this channel (an id like C123, or #name)")
@@ -761,10 +813,18 @@ class HandlerMagics(Magics):
 
         ``%rtm_on message my_function`` registers an existing function
         ``my_function(client, event)``.
+
+        On Socket Mode, ``%%rtm_on /deploy`` handles that slash command and
+        ``%%rtm_on block_actions`` (``shortcut``, ``view_submission``, ...)
+        an interactive payload: the cell's last expression (or a
+        ``return``) answers it, a str as its text or a dict as the answer.
         """
         args = self.clients._parse(self.rtm_on, line)
         event = args.event
-        if event not in KNOWN_EVENTS:
+        if event.startswith("/"):
+            if not re.fullmatch(r"/[\w.-]+", event):
+                raise UsageError(f"{event!r} is not a slash command: one word after the slash, e.g. %%rtm_on /deploy")
+        elif event not in KNOWN_EVENTS:
             # Only names a typo away: a loose cutoff turns any word into some event.
             near = difflib.get_close_matches(event, sorted(KNOWN_EVENTS), n=1, cutoff=0.75)
             hint = (f" Did you mean {near[0]!r}? Type: %%rtm_on {near[0]}" if near else
@@ -802,7 +862,7 @@ class HandlerMagics(Magics):
             if not cell.strip():
                 raise UsageError("The cell is empty: write the handler's body below %%rtm_on, e.g. say(f\"Hi <@{event['user']}>!\")")
             identity = self.clients._cell_id or " ".join(line.split())
-            name = args.name or f"{event.replace('*', 'all')}_{_hash(identity)}"
+            name = args.name or f"{event.replace('*', 'all').lstrip('/')}_{_hash(identity)}"
             # One blank line for the magic's: line numbers in tracebacks and
             # syntax errors are then the cell's own, under the cell's own In[N].
             number = self.clients._cell_number()
@@ -811,7 +871,7 @@ class HandlerMagics(Magics):
             sink = self._sink(sess, name)
             try:
                 fn = compile_handler(body, filename=filename, namespace=self.shell.user_ns, web=_web_client,
-                                     say=_say_factory(sink))
+                                     say=_say_factory(sink), answers=event.startswith("/") or event in ANSWERABLE)
             except SyntaxError as exc:
                 # Raised from here, IPython would show the toolkit's frames too.
                 raise UsageError(_syntax_message(exc, number)) from None

@@ -42,6 +42,8 @@ class RTMSession(Session):
     :class:`~rtm_notebook.session.Session`'s.
     """
 
+    transport_name = "rtm"
+
     def __init__(self, token: str | None = None, *, connect_method: str | None = None, ping_interval: float = 30,
                  **options: Any) -> None:
         connect_method = connect_method or "rtm.connect"

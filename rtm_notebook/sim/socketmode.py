@@ -168,9 +168,10 @@ class _Interactions:
     def _trigger_id(self) -> str:
         return f"{secrets.randbelow(10**13)}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
 
-    def _response_url(self, kind: str, envelope_id: str) -> str:
+    def _response_url(self, kind: str, envelope_id: str, channel: str | None = None) -> str:
         path = f"/{kind}/{self.host._ws.team_id}/{secrets.randbelow(10**13)}/{secrets.token_urlsafe(18)}"
-        self._response_urls[path] = envelope_id
+        # The channel an in_channel answer goes to: the command's, or the clicked message's.
+        self._response_urls[path] = (envelope_id, channel)
         return self.host.base_url[: -len("/api/")] + path
 
     def _inject(self, type_: str, payload: dict[str, Any], envelope_id: str, command: dict[str, Any] | None = None,
@@ -194,7 +195,7 @@ class _Interactions:
             "channel_id": conv.id, "channel_name": conv.name if conv.kind != "im" else "directmessage",
             "user_id": person["id"], "user_name": person["name"], "command": command, "text": text,
             "api_app_id": self.app_id, "is_enterprise_install": "false",
-            "response_url": self._response_url("commands", envelope_id), "trigger_id": self._trigger_id(),
+            "response_url": self._response_url("commands", envelope_id, conv.id), "trigger_id": self._trigger_id(),
         }
         record = {"envelope_id": envelope_id, "command": command, "text": text, "user": person["id"],
                   "channel": conv.id, "timed_out": False}
@@ -217,7 +218,7 @@ class _Interactions:
                              "use the ts of a message posted there")
         payload["channel"] = {"id": conv.id, "name": conv.name if conv.kind != "im" else "directmessage"}
         payload["message"] = dict(message)
-        payload["response_url"] = self._response_url("actions", envelope_id)
+        payload["response_url"] = self._response_url("actions", envelope_id, conv.id)
         payload["container"] = {"type": "message", "message_ts": message_ts, "channel_id": conv.id,
                                 "is_ephemeral": False}
 
@@ -307,9 +308,10 @@ class _Interactions:
         does the same. Ephemeral answers, ``replace_original`` and
         ``delete_original`` are recorded only.
         """
-        envelope_id = self._response_urls.get(request.path)
-        if envelope_id is None:
+        target = self._response_urls.get(request.path)
+        if target is None:
             return web.Response(status=404, text="no_service")
+        envelope_id, channel = target
         raw = await request.read()
         try:
             body = orjson.loads(raw) if raw.strip() else None
@@ -319,13 +321,8 @@ class _Interactions:
             return web.Response(status=400, text="invalid_payload")
         self.responses.append({"url": str(request.url), "envelope_id": envelope_id, "kind": request.match_info["kind"],
                                "body": body, "at": time.monotonic()})
-        env = self._envelopes.get(envelope_id)
-        if body.get("response_type") == "in_channel":
-            channel = env.command["channel"] if env is not None and env.command is not None else None
-            if channel is None and request.match_info["kind"] == "actions":
-                channel = body.get("channel")
-            if channel is not None:
-                self._post_visible(channel, body)
+        if body.get("response_type") == "in_channel" and channel is not None:
+            self._post_visible(channel, body)
         return web.Response(text="ok")
 
 
@@ -472,7 +469,7 @@ class SocketMode(_Interactions, _Acks):
         self._retry_after = 1
         self._fail_calls = 0
         self._fail_error = ""
-        self._response_urls: dict[str, str] = {}  # path -> envelope id
+        self._response_urls: dict[str, tuple[str, str | None]] = {}  # path -> (envelope id, channel)
         self._envelope_order: deque[str] = deque()  # for forgetting the oldest past ENVELOPES_CAP
         # Records, for tests (public on SimWorkspace): the newest RECORDS_CAP of each.
         self.open_calls: deque[float] = deque(maxlen=RECORDS_CAP)

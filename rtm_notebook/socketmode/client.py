@@ -51,6 +51,8 @@ class SocketModeClient(Session):
     The other options are :class:`~rtm_notebook.session.Session`'s.
     """
 
+    transport_name = "socket_mode"
+
     def __init__(self, app_token: str | None = None, token: str | None = None, *, ping_interval: float = 30,
                  debug_reconnects: bool = False, **options: Any) -> None:
         if not ping_interval or ping_interval <= 0:
@@ -63,6 +65,7 @@ class SocketModeClient(Session):
         #: the event ids received lately, across sockets and restarts (redeliveries are not run again)
         self.seen = Seen()
         self._asked_who = False
+        self._duplicates = 0  # of the sockets that have ended
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f" app_token={mask_token(self._app_token)!s}>"
@@ -105,8 +108,6 @@ class SocketModeClient(Session):
         """Redelivered events received again and not dispatched (their rows say ``duplicate``)."""
         link = self._link
         return self._duplicates + (link.duplicates if link is not None else 0)
-
-    _duplicates = 0
 
     def _end_link(self, link: Any) -> None:
         self._duplicates += link.duplicates

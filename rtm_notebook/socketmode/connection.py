@@ -27,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
+from rtm_notebook.fields import inner_event
 from rtm_notebook.handlers import Interaction
 from rtm_notebook.rtm.protocol import decode, malformed
 from rtm_notebook.socketmode.protocol import (
@@ -41,17 +43,16 @@ from rtm_notebook.socketmode.protocol import (
     SocketModeDisabled,
     ack_frame,
     answer_payload,
-    event_id_of,
-    inner_event,
 )
 from rtm_notebook.transport import ConnectionClosed, Wiring
-from rtm_notebook.websocket import WebSocketLink
+from rtm_notebook.websocket import WebSocketLink, write_frames
 
 __all__ = ["SocketModeLink"]
 
 log = logging.getLogger(__name__)
 
 _EVENTS_API = "events_api"
+_CONTROL = frozenset(("hello", "disconnect"))
 
 
 class _Held:
@@ -69,6 +70,15 @@ class _Held:
         self.timer: asyncio.TimerHandle | None = None
         self.acked = not self.accepts  # an envelope that takes no answer was acked with the others
         self.answered = False
+
+
+def _said(kind: str, held: _Held, answer: dict) -> dict:
+    """The row of an answer (an ``ack`` with a payload, or a ``response`` posted):
+    not shaped as an envelope, whose columns are for what was received."""
+    row = {"type": kind, "envelope_id": held.envelope_id, "answer": answer}
+    if isinstance(answer.get("text"), str):
+        row["text"] = answer["text"]
+    return row
 
 
 def _response_url(payload: dict) -> str | None:
@@ -120,32 +130,64 @@ class SocketModeLink(WebSocketLink):
         return malformed("no_type", "frame is an object with neither 'envelope_id' nor 'type'", raw)
 
     async def _deliver(self, frames: list[bytes], envelopes: list[dict], arrived: float) -> None:
+        # One pass sorts the batch (the hot path: kept free of calls it can do without).
         self.frames += len(envelopes)
-        wiring, seen = self._wiring, self.seen
+        wiring = self._wiring
+        seen, now = self.seen, time.monotonic()
+        ids = seen.ids
+        dumps = orjson.dumps
         events: list[Any] = []
+        acks: list[bytes] = []
         duplicates: list[int] | None = None
         controls: list[dict] | None = None
         for i, envelope in enumerate(envelopes):
-            if envelope.get("envelope_id").__class__ is not str:
+            envelope_id = envelope.get("envelope_id")
+            if envelope_id.__class__ is not str:
                 events.append(envelope)  # hello, disconnect: the frame is the event
-                if envelope.get("type") in ("hello", "disconnect"):
+                if envelope.get("type") in _CONTROL:
                     controls = [envelope] if controls is None else [*controls, envelope]
                 continue
-            self.envelopes += 1
             if envelope.get("type") == _EVENTS_API:
-                event_id = event_id_of(envelope)
-                if event_id is not None and not seen.add(event_id):
-                    # Handlers had it (or have it queued): recorded, acked, not run again.
-                    self.duplicates += 1
-                    if duplicates is None:
-                        duplicates = []
-                    duplicates.append(i)
-                    events.append(None)
+                payload = envelope.get("payload")
+                event = payload.get("event") if payload.__class__ is dict else None
+                event_id = payload.get("event_id") if event is not None else None
+                if event_id.__class__ is str:
+                    if event_id in ids:
+                        # Handlers had it (or have it queued): recorded, acked, not run again.
+                        self.duplicates += 1
+                        duplicates = [i] if duplicates is None else [*duplicates, i]
+                        event = None
+                    else:
+                        ids[event_id] = now  # Seen.add, inlined: once per event
+                if event is not None and event.__class__ is not dict:
+                    event = inner_event(envelope)
+                events.append(event)
+                acks.append(dumps({"envelope_id": envelope_id}))  # ack_frame, inlined
+                continue
+            event = inner_event(envelope)
+            expected = wiring.listeners(event.get("type"))
+            if expected:  # handlers that may answer it: they settle its ack
+                held = _Held(envelope, event.get("type"), expected)
+                event = Interaction(event, functools.partial(self._settle, held))
+                if held.accepts:
+                    held.timer = asyncio.get_running_loop().call_later(ANSWER_DEADLINE, self._deadline, held)
+                    events.append(event)
                     continue
-            events.append(inner_event(envelope))
+            events.append(event)
+            acks.append(ack_frame(envelope_id))
+        seen.prune(now)
+        self.envelopes += len(acks) + (len(events) - len(acks) if controls is None else 0)
         if wiring.record is not None:
             wiring.record(frames, envelopes, arrived, duplicates)
-        await self._ack_batch(envelopes, events)
+        if acks and not self._broken:
+            try:
+                await write_frames(self.ws, acks)
+            except ConnectionError:
+                # The socket is closing: what is not acked comes again (events)
+                # and is then a duplicate; everything read is still dispatched.
+                self._broken = True
+            else:
+                self.acks += len(acks)
         intake = wiring.intake
         for event in events:
             if event is not None:
@@ -156,33 +198,6 @@ class SocketModeLink(WebSocketLink):
                     self.greeted.set()
                 else:
                     await self._disconnect(frame)
-
-    async def _ack_batch(self, envelopes: list[dict], events: list[Any]) -> None:
-        send = self.ws.send_str
-        listeners = self._wiring.listeners
-        for i, envelope in enumerate(envelopes):
-            envelope_id = envelope.get("envelope_id")
-            if envelope_id.__class__ is not str:
-                continue
-            event = events[i]
-            if event is not None and envelope.get("type") != _EVENTS_API:
-                expected = listeners(event.get("type"))
-                if expected:
-                    held = _Held(envelope, event.get("type"), expected)
-                    events[i] = Interaction(event, functools.partial(self._settle, held))
-                    if held.accepts:
-                        held.timer = asyncio.get_running_loop().call_later(ANSWER_DEADLINE, self._deadline, held)
-                        continue
-            if self._broken:
-                continue
-            try:
-                await send(ack_frame(envelope_id))
-            except ConnectionError:
-                # The socket is closing: what is not acked comes again (events)
-                # and is then a duplicate; everything read is still dispatched.
-                self._broken = True
-            else:
-                self.acks += 1
 
     async def _disconnect(self, frame: dict) -> None:
         reason = frame.get("reason")
@@ -234,11 +249,11 @@ class SocketModeLink(WebSocketLink):
         self._spawn(self._write(text))
         if answer is not None:
             # Recorded as what it is (the wire text has no type), the answer included.
-            self._wiring.sent({"type": "ack", "envelope_id": held.envelope_id, "payload": answer}, None)
+            self._wiring.sent(_said("ack", held, answer), None)
 
-    async def _write(self, text: str) -> None:
+    async def _write(self, text: bytes) -> None:
         try:
-            await self.ws.send_str(text)
+            await write_frames(self.ws, [text])
         except ConnectionError:
             self._broken = True
         else:
@@ -251,7 +266,7 @@ class SocketModeLink(WebSocketLink):
             self._report("response_failed", f"posting the answer to the {held.type}'s response_url failed: {exc}")
             return
         # The URL itself is a short-lived credential: the record keeps what was said.
-        self._wiring.sent({"type": "response", "envelope_id": held.envelope_id, "payload": answer}, None)
+        self._wiring.sent(_said("response", held, answer), None)
 
     def _report(self, code: str, msg: str) -> None:
         log.warning("%s", msg)

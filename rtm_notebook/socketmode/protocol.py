@@ -17,8 +17,8 @@ frames in and writes out what this module returns.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -26,7 +26,7 @@ import orjson
 from rtm_notebook.errors import SlackApiError
 
 __all__ = ["ANSWER_DEADLINE", "HANDOVER_REASONS", "FATAL_OPEN_ERRORS", "Seen", "SocketModeConnectError",
-           "SocketModeDisabled", "ack_frame", "answer_payload", "event_id_of"]
+           "SocketModeDisabled", "ack_frame", "answer_payload"]
 
 # Slack wants the ack within 3 s; an answer a handler gives later than this
 # goes to the response_url instead, leaving the ack the time to arrive.
@@ -76,11 +76,11 @@ class SocketModeDisabled(SlackApiError):
                          "connect again.", None)
 
 
-def ack_frame(envelope_id: str, payload: dict | None = None) -> str:
-    """The text of the ack for one envelope (with its answer, where it accepts one)."""
+def ack_frame(envelope_id: str, payload: dict | None = None) -> bytes:
+    """The text (UTF-8) of the ack for one envelope (with its answer, where it accepts one)."""
     if payload is None:
-        return orjson.dumps({"envelope_id": envelope_id}).decode()
-    return orjson.dumps({"envelope_id": envelope_id, "payload": payload}).decode()
+        return orjson.dumps({"envelope_id": envelope_id})
+    return orjson.dumps({"envelope_id": envelope_id, "payload": payload})
 
 
 def answer_payload(value: Any) -> dict | None:
@@ -96,62 +96,46 @@ def answer_payload(value: Any) -> dict | None:
                     f"(e.g. {{'text': ..., 'response_type': 'in_channel'}}), not {type(value).__name__}")
 
 
-def inner_event(envelope: dict) -> dict:
-    """What an envelope carries, as handlers get it (provisional: fields.inner_event replaces it)."""
-    payload = envelope.get("payload")
-    kind = envelope.get("type")
-    if kind == "events_api" and isinstance(payload, dict) and isinstance(payload.get("event"), dict):
-        return payload["event"]
-    if kind == "interactive" and isinstance(payload, dict) and isinstance(payload.get("type"), str):
-        return payload
-    if kind == "slash_commands":
-        kind = "slash_command"
-    return {**payload, "type": kind} if isinstance(payload, dict) else {"type": kind}
-
-
-def event_id_of(envelope: dict) -> str | None:
-    """The ``event_id`` of an ``events_api`` envelope (None for the others)."""
-    payload = envelope.get("payload")
-    if payload.__class__ is dict:
-        event_id = payload.get("event_id")
-        if event_id.__class__ is str:
-            return event_id
-    return None
-
-
 class Seen:
     """The event ids received lately, across connections: a redelivery of one is not dispatched again.
 
     Slack's last retry comes a few minutes after the first delivery; an id
     is kept for ``keep_for`` seconds and at most ``limit`` ids are kept (the
-    oldest go first), so memory stays bounded under a firehose.
+    oldest go first), so memory stays bounded under a firehose. ``ids``
+    (id -> when first seen, oldest first) is written by the socket's read
+    loop directly, then :meth:`prune` runs once per batch.
     """
 
     def __init__(self, keep_for: float = 900.0, limit: int = 1_000_000) -> None:
         self.keep_for = keep_for
         self.limit = limit
-        self._ids: OrderedDict[str, float] = OrderedDict()
+        self.ids: dict[str, float] = {}
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.ids)
 
     def __contains__(self, event_id: object) -> bool:
-        return event_id in self._ids
+        return event_id in self.ids
 
     def add(self, event_id: str, now: float | None = None) -> bool:
         """Remember ``event_id``; return False when it was seen already."""
-        ids = self._ids
-        if event_id in ids:
+        if event_id in self.ids:
             return False
         now = time.monotonic() if now is None else now
-        ids[event_id] = now
-        if len(ids) > self.limit:
-            ids.popitem(last=False)
-        elif len(ids) & 1023 == 0:
-            horizon = now - self.keep_for
-            while ids:
-                oldest = next(iter(ids.values()))
-                if oldest >= horizon:
-                    break
-                ids.popitem(last=False)
+        self.ids[event_id] = now
+        self.prune(now)
         return True
+
+    def prune(self, now: float) -> None:
+        """Forget the ids past ``keep_for`` and beyond ``limit`` (dicts keep insertion order: oldest first)."""
+        ids = self.ids
+        excess = len(ids) - self.limit
+        if excess > 0:
+            for key in list(itertools.islice(ids, excess)):
+                del ids[key]
+        horizon = now - self.keep_for
+        while ids:
+            oldest = next(iter(ids))
+            if ids[oldest] >= horizon:
+                break
+            del ids[oldest]
