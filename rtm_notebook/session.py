@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-import inspect
 import logging
 import os
 import random
@@ -56,10 +55,6 @@ HANDOVER_HELLO_TIMEOUT = 10.0
 # After a handover the old socket reads on until the server closes it (Slack
 # closes it soon after the disconnect); past this the client closes it.
 HANDOVER_CLOSE_AFTER = 10.0
-# Whether EventFrame.extend can mark rows duplicate (its ``duplicate`` column
-# comes with the Socket Mode columns); until then a redelivered envelope's
-# row is recorded unmarked rather than failing the whole batch.
-_MARKS_DUPLICATES = "duplicates" in inspect.signature(EventFrame.extend).parameters
 
 
 class State(enum.StrEnum):
@@ -547,7 +542,7 @@ class Session:
 
     def _record_batch(self, number: int, frames: list[bytes], events: list[dict], received_at: float,
                       duplicates: Any = None) -> None:
-        if duplicates and _MARKS_DUPLICATES:
+        if duplicates:
             self.event_frame.extend(frames, received_at, connection=number, events=events, duplicates=duplicates)
         else:
             self.event_frame.extend(frames, received_at, connection=number, events=events)
