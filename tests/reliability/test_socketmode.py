@@ -4,7 +4,8 @@ The workspace records every envelope it writes (``sim.envelopes_sent``),
 every ack it reads (``sim.acks``), every retry of an event not acked in time
 (``sim.redelivered``, ``acked_late`` when the ack came after the retry) and
 every event it gave up on (``sim.undelivered``). The client records every
-envelope it reads in its EventFrame (``raw`` is the whole envelope) and hands
+envelope it reads in its EventFrame (a row per envelope: its id, event id, retry
+attempt and whether it was a duplicate; ``raw`` the whole envelope) and hands
 the inner event, which carries the workspace's ``sim_seq``, to handlers.
 Each test compares the two records after a load or a fault: every event
 recorded, dispatched exactly once, in order per connection, acked, and never
@@ -24,6 +25,7 @@ import traceback
 from collections import Counter, defaultdict
 
 import orjson
+import pandas as pd
 import pytest
 
 from rtm_notebook import SocketModeClient
@@ -59,46 +61,32 @@ class Dispatched:
 
 
 class Recorded:
-    """The envelopes in the client's EventFrame, read from ``raw`` (the whole envelope as it arrived).
-
-    ``raw`` holds the envelope before and after the EventFrame's Socket Mode
-    columns (``envelope_id``, ``event_id``, ``duplicate``...) exist; where
-    those columns are there they must agree with it.
-    """
+    """The envelopes in the client's EventFrame, from its Socket Mode columns (``envelope_id``,
+    ``envelope_type``, ``event_id``, ``retry_attempt``, ``duplicate``), each checked against ``raw``
+    (the whole envelope as it arrived), which also gives the inner event's ``sim_seq``."""
 
     def __init__(self, client: SocketModeClient) -> None:
         df = client.events
-        rows = df[df["direction"] == "in"]
+        rows = df[(df["direction"] == "in") & df["envelope_id"].notna()]
         self.by_conn: dict[int, list[dict]] = defaultdict(list)
         self.rows: list[dict] = []  # in recording order
-        for i, conn, raw in zip(rows.index.tolist(), rows["connection"].tolist(), rows["raw"].tolist()):
-            try:
-                envelope = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue  # a malformed frame's error row
-            if not isinstance(envelope, dict) or not isinstance(envelope.get("envelope_id"), str):
-                continue
+        self.marked: set[int] = set()  # rows the client marked duplicate
+        columns = ["connection", "envelope_id", "envelope_type", "event_id", "retry_attempt", "duplicate", "raw"]
+        for i, (conn, envelope_id, kind, event_id, attempt, duplicate, raw) in zip(
+                rows.index.tolist(), rows[columns].astype(object).itertuples(index=False)):
+            envelope = orjson.loads(raw)
             payload = envelope.get("payload") or {}
             event = payload.get("event") if isinstance(payload.get("event"), dict) else {}
-            row = {"index": i, "connection": conn, "envelope_id": envelope["envelope_id"],
-                   "type": envelope.get("type"), "event_id": payload.get("event_id"),
-                   "sim_seq": event.get("sim_seq"), "retry_attempt": envelope.get("retry_attempt")}
+            row = {"index": i, "connection": conn, "envelope_id": envelope_id, "type": kind,
+                   "event_id": None if pd.isna(event_id) else event_id,
+                   "retry_attempt": None if pd.isna(attempt) else int(attempt), "sim_seq": event.get("sim_seq")}
+            # The columns say what the envelope says.
+            assert (envelope["envelope_id"], envelope.get("type"), payload.get("event_id"),
+                    envelope.get("retry_attempt")) == (envelope_id, kind, row["event_id"], row["retry_attempt"]), raw
+            if duplicate is True:
+                self.marked.add(i)
             self.rows.append(row)
             self.by_conn[conn].append(row)
-        self._check_columns(df)
-
-    def _check_columns(self, df) -> None:
-        # After the EventFrame's Socket Mode columns land, they say what raw says.
-        if "envelope_id" in df.columns:
-            got = df.loc[[r["index"] for r in self.rows], "envelope_id"].tolist()
-            assert got == [r["envelope_id"] for r in self.rows]
-        if "event_id" in df.columns:
-            got = df.loc[[r["index"] for r in self.rows], "event_id"].astype(object).tolist()
-            assert [None if pd_na(v) else v for v in got] == [r["event_id"] for r in self.rows]
-        if "duplicate" in df.columns:
-            marked = df.loc[[r["index"] for r in self.rows], "duplicate"].fillna(False).astype(bool).tolist()
-            repeats = self.repeats()
-            assert marked == [r["index"] in repeats for r in self.rows]
 
     def repeats(self) -> set[int]:
         """Rows of an event_id recorded earlier (redeliveries the client had already)."""
@@ -110,10 +98,6 @@ class Recorded:
                 out.add(r["index"])
             seen.add(r["event_id"])
         return out
-
-
-def pd_na(value) -> bool:
-    return value is None or value != value or str(value) == "<NA>"
 
 
 def events_sent(sim) -> list[dict]:
@@ -180,8 +164,9 @@ def assert_delivered(sim, client, dispatched: Dispatched, *, aborted: frozenset[
     for conn, seqs in order.items():
         assert [s for s in dispatched.seqs if first_conn[s] == conn] == seqs, f"connection {conn}: dispatch order"
 
-    # 5. duplicates: redeliveries of an event the client had already are counted, and not dispatched again
-    assert client.duplicates == len(rec.repeats())
+    # 5. duplicates: redeliveries of an event the client had already are marked, counted, not dispatched again
+    assert rec.marked == rec.repeats()
+    assert client.duplicates == len(rec.marked)
 
     # 6. the workspace's records: every event acked, no ack late, no retry caused by one
     acks = sim.acks
