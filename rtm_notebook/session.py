@@ -18,11 +18,8 @@ handlers.
 from __future__ import annotations
 
 import asyncio
-import enum
-import functools
 import logging
 import os
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,8 +32,9 @@ from rtm_notebook.handlers import ErrorEvent, Handler, HandlerRegistry, event_ty
 from rtm_notebook.history import Backfill, channel_ids
 from rtm_notebook.loops import on_loop_thread
 from rtm_notebook.outbox import Outbox
+from rtm_notebook.reconnect import Backoff, Reconnector, State
 from rtm_notebook.runner import Runner
-from rtm_notebook.transport import Link, Retry, Transport, Wiring
+from rtm_notebook.transport import Link, Transport
 from rtm_notebook.waiters import Waiters
 from rtm_notebook.web import DEFAULT_BASE_URL, AsyncWebClient, WebClient, WebClients, mask_token
 
@@ -46,55 +44,7 @@ log = logging.getLogger(__name__)
 
 _time = time.time
 
-# Reconnect backoff (see Backoff); module constants so tests can shorten them.
-RECONNECT_BASE = 1.0
-RECONNECT_MAX = 60.0
-HEALTHY_AFTER = 10.0
-# A successor socket that has not said hello by then is given up on (the old one reads on).
-HANDOVER_HELLO_TIMEOUT = 10.0
-# After a handover the old socket reads on until the server closes it (Slack
-# closes it soon after the disconnect); past this the client closes it.
-HANDOVER_CLOSE_AFTER = 10.0
-
-
-class State(enum.StrEnum):
-    """A client's state; each value is the string it always was (``rtm.state == "connected"``)."""
-
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    STOPPED = "stopped"
-
-
 _IDLE = (State.DISCONNECTED, State.STOPPED)
-
-
-class Backoff:
-    """When to ask for a socket again.
-
-    The first retry after a healthy session (one that said hello and lasted
-    ``HEALTHY_AFTER`` seconds) is immediate, then 1 s, 2 s, 4 s ... up to a
-    minute (Slack asks for about one connect call a minute when reconnecting
-    repeatedly), each with jitter; Slack's ``Retry-After`` is waited exactly.
-    """
-
-    def __init__(self) -> None:
-        self.attempt = 0
-
-    def failed(self, retry_after: float | None = None) -> float:
-        self.attempt += 1
-        return retry_after if retry_after is not None else self.delay()
-
-    def ended(self, lasted: float | None) -> float:
-        """A socket ended after ``lasted`` seconds since hello (None: no hello)."""
-        self.attempt = 0 if lasted is not None and lasted >= HEALTHY_AFTER else self.attempt + 1
-        return self.delay()
-
-    def delay(self) -> float:
-        if self.attempt <= 0:
-            return 0.0
-        return min(RECONNECT_MAX, RECONNECT_BASE * 2 ** (self.attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 class Session:
@@ -344,181 +294,7 @@ class Session:
     # -- the session: ask for a socket, read it, again --------------------------------
 
     async def _session(self) -> None:
-        transport = self._transport()
-        backoff = Backoff()
-        delay = 0.0
-        try:
-            while True:
-                opened = await self._open(transport, backoff, delay)
-                if opened is None:
-                    return
-                link = await self._run_links(transport, backoff, *opened)
-                fatal = getattr(link, "fatal", None)
-                if fatal is not None:
-                    self._end(fatal)
-                if self._runner.ended_by is not None:
-                    return
-                lasted = None if self._hello_at is None else time.monotonic() - self._hello_at
-                reason = link.end_reason or "ended"
-                if not self.auto_reconnect:
-                    log.info("connection #%s ended (%s); auto_reconnect is off", link.number, reason)
-                    self._set_state(State.DISCONNECTED)
-                    return
-                refused = getattr(link, "retry_later", None)
-                if refused is not None:
-                    # Refused, not ended: the backoff grows as for a failed connect.
-                    delay = backoff.failed()
-                    self._emit_error("socket_refused", f"{refused} (retrying in {delay:.1f} s)")
-                else:
-                    delay = backoff.ended(lasted)
-                log.info("connection #%s ended (%s); reconnecting in %.1f s", link.number, reason, delay)
-                self._set_state(State.RECONNECTING)
-        except asyncio.CancelledError:
-            # stop() ends the session by cancelling it; to whoever awaits the
-            # task start() returned, that is a normal end.
-            if not self._runner.stopping:
-                raise
-        finally:
-            await transport.aclose()
-            runner = self._runner
-            if (runner.ended_by is not None or runner.stopping) and not runner.released:
-                await runner.release()  # nothing will run again
-
-    async def _open(self, transport: Transport, backoff: Backoff, delay: float) -> tuple[Link, dict] | None:
-        """Ask for a socket and open it, retrying as the backoff says; None: the session has ended."""
-        while True:
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                answer = await transport.connect()
-                self._take_answer(answer)
-            except (SlackClientError, Retry) as exc:
-                if isinstance(exc, Retry) and self.auto_reconnect:
-                    delay = backoff.failed(exc.retry_after)
-                    self._emit_error("connect_failed", f"{exc} (retrying in {delay:.1f} s)", exc.error)
-                    self._reconnecting()
-                    continue
-                self._end(exc.error if isinstance(exc, Retry) and exc.error is not None else exc)
-                return None
-            self.connection_number += 1
-            number = self.connection_number
-            record = functools.partial(self._record_batch, number) if self._record is not None else None
-            link = transport.link(answer, Wiring(number, self._intake, self._sent, record, self._listeners))
-            try:
-                await link.open()
-            except (OSError, TimeoutError, ValueError) as exc:
-                why = f"could not open the socket ({type(exc).__name__}: {exc})"
-                if not self.auto_reconnect:
-                    self._end(SlackClientNotConnectedError(why))
-                    return None
-                delay = backoff.failed()
-                self._emit_error("socket_failed", f"{why} (retrying in {delay:.1f} s)", exc)
-                self._reconnecting()
-                continue
-            self._control_types = frozenset(("hello",)) | NAMING_EVENTS | transport.control
-            return link, answer
-
-    def _reconnecting(self) -> None:
-        # While a link still reads (a handover in progress), the client is connected.
-        if self._link is None:
-            self._set_state(State.RECONNECTING)
-
-    def _take_answer(self, answer: dict) -> None:
-        try:
-            self._connected(answer)
-        except Exception as exc:
-            # A bug reading an answer must not end the session task and leave
-            # the client "connecting" for ever: record it and ask again.
-            self.last_error = exc
-            log.exception("could not read the connect answer")
-            raise Retry(f"could not read the connect answer ({type(exc).__name__}: {exc})", error=exc) from None
-
-    async def _run_links(self, transport: Transport, backoff: Backoff, link: Link, answer: dict) -> Link:
-        """Read ``link`` and every link it hands over to; return the last one, ended.
-
-        A link that asks for a successor (Socket Mode's ``disconnect``:
-        ``warning``, ``refresh_requested``) keeps reading while the next one
-        opens; it is closed once the next one has said hello, so nothing
-        falls between the two. RTM's links never ask.
-        """
-        run = self._spawn(self._run_link(link, answer), f"link-{link.number}")
-        while True:
-            wanted = getattr(link, "wants_successor", None)
-            if wanted is None:
-                await asyncio.wait([run])
-                return link
-            asked = self._spawn(wanted.wait(), f"handover-{link.number}")
-            try:
-                await asyncio.wait([run, asked], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                asked.cancel()
-            if run.done():
-                return link
-            successor = await self._successor(transport, backoff, link, run)
-            if successor is None:  # the session ended meanwhile
-                await link.close()
-                await asyncio.wait([run])
-                return link
-            link, run = successor
-
-    async def _successor(self, transport: Transport, backoff: Backoff, old: Link,
-                         old_run: asyncio.Task) -> tuple[Link, asyncio.Task] | None:
-        delay = 0.0
-        while True:
-            opened = await self._open(transport, backoff, delay)
-            if opened is None:
-                return None
-            link, answer = opened
-            run = self._spawn(self._run_link(link, answer), f"link-{link.number}")
-            greeted = self._spawn(link.greeted.wait(), f"hello-{link.number}")
-            try:
-                await asyncio.wait([run, greeted], timeout=HANDOVER_HELLO_TIMEOUT,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                greeted.cancel()
-            if link.greeted.is_set():
-                if old.end_reason is None:
-                    old.end_reason = f"handed over to connection #{link.number}"
-                self._spawn(self._retire(old, old_run), f"retire-{old.number}")
-                return link, run
-            # No hello (refused, or too slow): this one goes, the old one reads on.
-            await link.close()
-            await asyncio.wait([run])
-            fatal = getattr(link, "fatal", None)
-            if fatal is not None:
-                self._end(fatal)
-                return None
-            delay = backoff.failed()
-            self._emit_error("handover_failed", f"connection #{link.number} said no hello ({link.end_reason}); "
-                             f"connection #{old.number} stays, next try in {delay:.1f} s")
-
-    async def _retire(self, old: Link, old_run: asyncio.Task) -> None:
-        """Let a handed-over socket end: the server closes it once it has written what it routed there.
-
-        Closing it first would lose the acks of whatever the server wrote
-        after the client's close frame (a client may send nothing after
-        it), and the server would redeliver all of that.
-        """
-        await asyncio.wait([old_run], timeout=HANDOVER_CLOSE_AFTER)
-        if not old_run.done():
-            await old.close()
-            await asyncio.wait([old_run])
-
-    async def _run_link(self, link: Link, answer: dict) -> str:
-        self._link = link
-        self._hello_at = None
-        sender = self._spawn(self.outbox.run(link), f"sender-{link.number}")
-        try:
-            self._emit_open(answer)
-            return await link.run()
-        finally:
-            sender.cancel()
-            await asyncio.wait([sender])
-            await link.close()
-            if self._link is link:
-                self._link = None
-                self.outbox.open = False
-            self._end_link(link)
+        await Reconnector(self).run()
 
     def _end_link(self, link: Link) -> None:
         for fut in link.abandon().values():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rtm_notebook import RTMClient
-from rtm_notebook import session as client_module
+from rtm_notebook import reconnect as client_module
 from rtm_notebook.errors import FATAL_CONNECT_ERRORS, RTMConnectError
 
 from rtm_support import GUARD, assert_clean, client_for, general, human, until
@@ -282,7 +282,7 @@ def logged_delays(caplog):
 
 
 async def test_backoff_grows_for_short_sessions_and_resets_after_a_healthy_one(sim, caplog, monkeypatch):
-    caplog.set_level("INFO", logger="rtm_notebook.session")
+    caplog.set_level("INFO", logger="rtm_notebook.reconnect")
     monkeypatch.setattr(client_module, "HEALTHY_AFTER", 3600.0)  # no session counts as healthy
     rtm = client_for(sim)
     await rtm.connect()

@@ -17,7 +17,7 @@ def fast_backoff(monkeypatch):
     The client's policy (base doubling per failure, capped, with jitter) is
     unchanged; only its two scale constants are made smaller.
     """
-    import rtm_notebook.session as client_module
+    import rtm_notebook.reconnect as client_module
 
     monkeypatch.setattr(client_module, "RECONNECT_BASE", 0.05)
     monkeypatch.setattr(client_module, "RECONNECT_MAX", 0.4)

@@ -78,7 +78,7 @@ def _faults(sim, rng: random.Random):
 @pytest.mark.soak
 @pytest.mark.timeout(SECONDS + 300)
 async def test_soak_random_faults_no_loss_flat_memory(monkeypatch):
-    import rtm_notebook.session as client_module
+    import rtm_notebook.reconnect as client_module
     import rtm_notebook.sim.model as sim_model
 
     # The workspace runs in this process and keeps each channel's history
