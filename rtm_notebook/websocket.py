@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import struct
 import time
 from typing import Any
 
 import aiohttp
+import numpy as np
 import orjson
 from aiohttp import WSMsgType
 
@@ -94,6 +96,9 @@ def _masked(key: bytes, payload: bytes) -> bytes | bytearray:
 
 def text_frames(payloads: list[bytes]) -> bytes:
     """Client text frames (masked, RFC 6455) for each UTF-8 payload, as one buffer."""
+    size = len(payloads[0]) if payloads else 0
+    if 0 < size < 126 and len(payloads) > 8 and all(len(p) == size for p in payloads):
+        return _same_size_frames(payloads, size)
     parts: list[bytes | bytearray] = []
     append = parts.append
     for payload in payloads:
@@ -109,6 +114,20 @@ def text_frames(payloads: list[bytes]) -> bytes:
         if n:
             append(_masked(key, payload))
     return b"".join(parts)
+
+
+def _same_size_frames(payloads: list[bytes], size: int) -> bytes:
+    """text_frames for payloads of one size under 126 bytes (a burst's acks: envelope ids
+    are UUIDs), as one array operation: a frame per row, header, key, masked payload."""
+    n = len(payloads)
+    frames = np.empty((n, 6 + size), np.uint8)
+    frames[:, 0] = 0x81
+    frames[:, 1] = 0x80 | size
+    keys = np.frombuffer(os.urandom(4 * n), np.uint8).reshape(n, 4)  # a fresh key per frame
+    frames[:, 2:6] = keys
+    data = np.frombuffer(b"".join(payloads), np.uint8).reshape(n, size)
+    np.bitwise_xor(data, np.tile(keys, (1, (size + 3) // 4))[:, :size], out=frames[:, 6:])
+    return frames.tobytes()
 
 
 async def write_frames(ws: aiohttp.ClientWebSocketResponse, payloads: list[bytes]) -> None:

@@ -149,17 +149,21 @@ class SocketModeLink(WebSocketLink):
                 continue
             if envelope.get("type") == _EVENTS_API:
                 payload = envelope.get("payload")
-                event = payload.get("event") if payload.__class__ is dict else None
-                event_id = payload.get("event_id") if event is not None else None
-                if event_id.__class__ is str:
-                    if event_id in ids:
-                        # Handlers had it (or have it queued): recorded, acked, not run again.
-                        self.duplicates += 1
-                        duplicates = [i] if duplicates is None else [*duplicates, i]
-                        event = None
-                    else:
+                if payload.__class__ is dict:
+                    event = payload.get("event")
+                    event_id = payload.get("event_id")
+                    if event_id.__class__ is str:
+                        if event_id in ids:
+                            # Handlers had it (or have it queued): recorded, acked, not run again.
+                            self.duplicates += 1
+                            duplicates = [i] if duplicates is None else [*duplicates, i]
+                            events.append(None)
+                            acks.append(dumps({"envelope_id": envelope_id}))
+                            continue
                         ids[event_id] = now  # Seen.add, inlined: once per event
-                if event is not None and event.__class__ is not dict:
+                    if event.__class__ is not dict:
+                        event = inner_event(envelope)
+                else:
                     event = inner_event(envelope)
                 events.append(event)
                 acks.append(dumps({"envelope_id": envelope_id}))  # ack_frame, inlined
