@@ -15,8 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-yaml = pytest.importorskip("yaml")
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "slack-app-manifest.yml"
