@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 VENV313 := .venv313
 CLIENT_TESTS := tests/test_seed_compat.py tests/test_client_seed.py tests/test_client_modern.py \
                 tests/test_client_faults.py tests/test_connection.py tests/test_protocol.py \
-                tests/test_handlers.py tests/test_events.py tests/test_web.py
+                tests/test_handlers.py tests/test_events.py tests/test_web.py tests/test_socketmode_client.py
 
 .PHONY: setup demo test lint test-py313 bench browser-deps java-deps
 

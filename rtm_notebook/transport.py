@@ -47,11 +47,14 @@ A link may also have (Socket Mode's do; the core reads them with getattr):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ConnectionClosed", "Link", "Retry", "Transport", "Wiring"]
+from rtm_notebook.errors import SlackApiError
+from rtm_notebook.web import AsyncWebClient, retry_after
+
+__all__ = ["ConnectionClosed", "Link", "Retry", "Transport", "Wiring", "ask_for_socket"]
 
 
 class ConnectionClosed(ConnectionError):
@@ -109,3 +112,27 @@ class Transport(Protocol):
     async def connect(self) -> dict: ...
     def link(self, answer: dict, wiring: Wiring) -> Link: ...
     async def aclose(self) -> None: ...
+
+
+async def ask_for_socket(web: AsyncWebClient, method: str, fatal: Mapping[str, str],
+                         refused: Callable[[str, Any], SlackApiError]) -> dict:
+    """Call ``method`` (``rtm.connect``, ``apps.connections.open``); return its answer, which holds a ``url``.
+
+    An error code in ``fatal`` raises ``refused(code, response)`` (no retry
+    fixes it); HTTP 429 raises :class:`Retry` with Slack's ``Retry-After``;
+    anything else, an answer without a URL included, raises :class:`Retry`.
+    """
+    try:
+        resp = await web.api_call(method)
+    except SlackApiError as exc:
+        response = exc.response
+        if exc.error in fatal:
+            raise refused(exc.error, response) from None
+        if response is not None and getattr(response, "status_code", None) == 429:
+            raise Retry(f"{method} is rate limited (HTTP 429)", retry_after(response.headers), exc) from None
+        raise Retry(str(exc), error=exc) from None
+    data = dict(resp.data)
+    if not isinstance(data.get("url"), str):
+        why = f"{method} answered without a socket url"
+        raise Retry(why, error=SlackApiError(why, resp))
+    return data

@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rtm_notebook.errors import FATAL_CONNECT_ERRORS, RTMConnectError, SlackApiError
+from rtm_notebook.errors import FATAL_CONNECT_ERRORS, RTMConnectError
 from rtm_notebook.rtm.connection import Connection
-from rtm_notebook.transport import Retry, Wiring
-from rtm_notebook.web import AsyncWebClient, retry_after
+from rtm_notebook.transport import Wiring, ask_for_socket
+from rtm_notebook.web import AsyncWebClient
 
 __all__ = ["RTMTransport", "CONNECT_METHODS"]
 
@@ -45,21 +45,8 @@ class RTMTransport:
         Raises :class:`RTMConnectError` for Slack's fatal codes and
         :class:`Retry` for everything a later attempt may fix.
         """
-        method = self.connect_method
-        try:
-            resp = await self._web.api_call(method)
-        except SlackApiError as exc:
-            response = exc.response
-            if exc.error in FATAL_CONNECT_ERRORS:
-                raise RTMConnectError(exc.error, response=response) from None
-            if response is not None and getattr(response, "status_code", None) == 429:
-                raise Retry(f"{method} is rate limited (HTTP 429)", retry_after(response.headers), exc) from None
-            raise Retry(str(exc), error=exc) from None
-        data = dict(resp.data)
-        if not isinstance(data.get("url"), str):
-            why = f"{method} answered without a socket url"
-            raise Retry(why, error=SlackApiError(why, resp))
-        return data
+        return await ask_for_socket(self._web, self.connect_method, FATAL_CONNECT_ERRORS,
+                                    lambda code, response: RTMConnectError(code, response=response))
 
     def link(self, answer: dict, wiring: Wiring) -> Connection:
         # A ping unanswered for as long as the silence that prompted it means the socket is dead.

@@ -14,8 +14,8 @@ import httpx
 from rtm_notebook.errors import SlackApiError
 from rtm_notebook.socketmode.connection import SocketModeLink
 from rtm_notebook.socketmode.protocol import FATAL_OPEN_ERRORS, Seen, SocketModeConnectError
-from rtm_notebook.transport import Retry, Wiring
-from rtm_notebook.web import AsyncWebClient, retry_after
+from rtm_notebook.transport import Wiring, ask_for_socket
+from rtm_notebook.web import AsyncWebClient
 
 __all__ = ["SocketModeTransport"]
 
@@ -49,21 +49,9 @@ class SocketModeTransport:
         or wrong kind of token, Socket Mode turned off) and :class:`Retry`
         for the rest, with Slack's ``Retry-After`` when rate limited.
         """
-        method = "apps.connections.open"
-        try:
-            resp = await self._web.api_call(method)
-        except SlackApiError as exc:
-            response = exc.response
-            if exc.error in FATAL_OPEN_ERRORS:
-                raise SocketModeConnectError(exc.error, response=response) from None
-            if response is not None and getattr(response, "status_code", None) == 429:
-                raise Retry(f"{method} is rate limited (HTTP 429)", retry_after(response.headers), exc) from None
-            raise Retry(str(exc), error=exc) from None
-        data = dict(resp.data)
-        url = data.get("url")
-        if not isinstance(url, str):
-            why = f"{method} answered without a socket url"
-            raise Retry(why, error=SlackApiError(why, resp))
+        data = await ask_for_socket(self._web, "apps.connections.open", FATAL_OPEN_ERRORS,
+                                    lambda code, response: SocketModeConnectError(code, response=response))
+        url = data["url"]
         if self._debug_reconnects:
             data["url"] = url + ("&" if "?" in url else "?") + "debug_reconnects=true"
         return data

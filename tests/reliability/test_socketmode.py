@@ -32,7 +32,7 @@ from rtm_notebook import SocketModeClient
 from rtm_notebook.notebook.livelog import LiveLog
 from rtm_notebook.socketmode.protocol import ANSWER_DEADLINE, SocketModeConnectError, SocketModeDisabled
 
-from rel_support import GUARD, general, human, reachable, until
+from rel_support import GUARD, errors, general, human, reachable, until
 from sim_support import SmSocket
 
 BURST = 100_000
@@ -192,18 +192,6 @@ def closes(client) -> list[dict]:
     return [orjson.loads(r) for r in df[df["type"] == "close"]["raw"].tolist()]
 
 
-def error_events(client) -> list[dict]:
-    df = client.events
-    out = []
-    for raw in df[df["type"] == "error"]["raw"].tolist():
-        try:
-            event = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            event = None
-        out.append(event if isinstance(event, dict) and event.get("type") == "error" else {"malformed": raw})
-    return out
-
-
 async def marker(sim, client, label: str) -> None:
     """Post a message and wait until the client recorded it: everything queued before it was read."""
     text = f"MARK {label}"
@@ -355,7 +343,7 @@ async def test_bad_frame_on_a_socket_mode_socket_is_an_error_event_and_the_clien
     bad = [e for e in errors if "raw" in e]
     assert len(bad) == 1, bad
     assert bad[0]["error"]["code"] == EXPECTED_CODE[kind] and bad[0]["error"]["msg"]
-    rows = [e["malformed"] for e in error_events(client) if "malformed" in e]
+    rows = [e["malformed"] for e in errors(client) if "malformed" in e]
     assert rows == [bad[0]["raw"]]
 
 
@@ -374,7 +362,7 @@ async def test_link_disabled_stops_the_client_saying_to_turn_socket_mode_on(sim)
     assert isinstance(client.last_error, SocketModeDisabled)
     msg = str(client.last_error)
     assert "link_disabled" in msg and "Socket Mode" in msg and "turn it on" in msg
-    errs = [e for e in error_events(client) if e.get("error", {}).get("code") == "link_disabled"]
+    errs = [e for e in errors(client) if e.get("error", {}).get("code") == "link_disabled"]
     assert len(errs) == 1 and "turn it on" in errs[0]["error"]["msg"]
     # Connecting again (the person's choice) asks once and is refused with the same advice.
     with pytest.raises(SocketModeConnectError) as info:
@@ -399,7 +387,7 @@ async def test_too_many_websockets_backs_off_then_connects_when_a_slot_is_free(s
         calls = len(sim.connections_open_calls) - before
         assert 2 <= calls <= 8, f"{calls} apps.connections.open calls in about 3 s"
         assert client.state != "connected"
-        refused = [e for e in error_events(client) if e.get("error", {}).get("code") == "socket_refused"]
+        refused = [e for e in errors(client) if e.get("error", {}).get("code") == "socket_refused"]
         assert refused and "too_many_websockets" in refused[0]["error"]["msg"]
         await others.pop().close()  # a slot frees up
         await until(lambda: client.state == "connected", "the client to take the free slot")
