@@ -71,9 +71,10 @@ class ErrorEvent(dict):
 
 class Interaction(dict):
     """A slash command or interactive payload (Socket Mode): a handler answers
-    it by returning a value. After every call of a handler that got it (or
-    that its filters skipped) the worker calls ``settle(result)`` on the
-    loop, ``result`` being what the call returned (None when it raised)."""
+    it by returning a value. After every call of a handler registered for its
+    type that got it (or that its filters skipped) the worker calls
+    ``settle(result)`` on the loop, ``result`` being what the call returned
+    (None when it raised). ``"*"`` handlers see it but do not answer it."""
 
     __slots__ = ("settle",)
 
@@ -313,7 +314,7 @@ class Handler:
                 return
             result = None
             if self._has_filters and not self.accepts(event):
-                if event.__class__ is Interaction:
+                if event.__class__ is Interaction and self.event != "*":
                     event.settle(None)
                 continue
             self._busy_since = start = perf_counter()
@@ -331,7 +332,7 @@ class Handler:
                 self._ok += 1
             finally:
                 self._busy_since = None
-            if event.__class__ is Interaction:
+            if event.__class__ is Interaction and self.event != "*":
                 event.settle(result)
 
     def _run_sync(self, loop: asyncio.AbstractEventLoop, exited: asyncio.Future, q: queue.SimpleQueue,
@@ -355,7 +356,7 @@ class Handler:
                     continue
                 result = None
                 if self._has_filters and not self.accepts(event):
-                    if event.__class__ is Interaction:
+                    if event.__class__ is Interaction and self.event != "*":
                         hand_over(loop, event.settle, None)
                     continue
                 self._busy_since = start = perf_counter()
@@ -376,7 +377,7 @@ class Handler:
                     self._ok += 1
                 finally:
                     self._busy_since = None
-                if event.__class__ is Interaction:
+                if event.__class__ is Interaction and self.event != "*":
                     hand_over(loop, event.settle, result)
         finally:
             hand_over(loop, _resolve, exited)  # False: the loop has closed, nobody waits

@@ -85,10 +85,15 @@ class Reconnector:
 
     async def run(self) -> None:
         s = self.session
-        transport = s._transport()
+        transport: Transport | None = None
         backoff = Backoff()
         delay = 0.0
         try:
+            try:
+                transport = s._transport()
+            except SlackClientError as exc:  # a token that cannot be sent at all: say so and stop
+                s._end(exc)
+                return
             while True:
                 opened = await self._open(transport, backoff, delay)
                 if opened is None:
@@ -101,11 +106,13 @@ class Reconnector:
                     return
                 lasted = None if s._hello_at is None else time.monotonic() - s._hello_at
                 reason = link.end_reason or "ended"
+                refused = getattr(link, "retry_later", None)
                 if not s.auto_reconnect:
+                    if refused is not None:
+                        s._emit_error("socket_refused", refused)
                     log.info("connection #%s ended (%s); auto_reconnect is off", link.number, reason)
                     s._set_state(State.DISCONNECTED)
                     return
-                refused = getattr(link, "retry_later", None)
                 if refused is not None:
                     # Refused, not ended: the backoff grows as for a failed connect.
                     delay = backoff.failed()
@@ -120,7 +127,8 @@ class Reconnector:
             if not s._runner.stopping:
                 raise
         finally:
-            await transport.aclose()
+            if transport is not None:
+                await transport.aclose()
             runner = s._runner
             if (runner.ended_by is not None or runner.stopping) and not runner.released:
                 await runner.release()  # nothing will run again
@@ -145,7 +153,10 @@ class Reconnector:
             s.connection_number += 1
             number = s.connection_number
             record = functools.partial(s._record_batch, number) if s._record is not None else None
-            link = transport.link(answer, Wiring(number, s._intake, s._sent, record, s._listeners))
+            # Rows a link records carry its own number, also while a successor opens beside it.
+            wiring = Wiring(number, s._intake, functools.partial(s._sent, connection=number), record, s._listeners,
+                            functools.partial(s._malformed, number))
+            link = transport.link(answer, wiring)
             try:
                 await link.open()
             except (OSError, TimeoutError, ValueError) as exc:
@@ -208,26 +219,39 @@ class Reconnector:
 
     async def _successor(self, transport: Transport, backoff: Backoff, old: Link,
                          old_run: asyncio.Task) -> tuple[Link, asyncio.Task] | None:
+        """Open the link that takes over from ``old`` (which reads on meanwhile); None: the session ended.
+
+        The new link becomes the client's link at its hello. If ``old`` ends
+        first, no socket reads any more: the client is reconnecting until then.
+        """
         s = self.session
+        loop = asyncio.get_running_loop()
         delay = 0.0
         while True:
             opened = await self._open(transport, backoff, delay)
             if opened is None:
                 return None
             link, answer = opened
-            run = s._spawn(self._run_link(link, answer), f"link-{link.number}")
+            run = s._spawn(self._run_link(link, answer, current=False), f"link-{link.number}")
             greeted = s._spawn(link.greeted.wait(), f"hello-{link.number}")
+            watched = [run, greeted] if old_run.done() else [run, greeted, old_run]
+            deadline = loop.time() + HANDOVER_HELLO_TIMEOUT
             try:
-                await asyncio.wait([run, greeted], timeout=HANDOVER_HELLO_TIMEOUT,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                while not (run.done() or greeted.done()) and loop.time() < deadline:
+                    await asyncio.wait(watched, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+                    if old_run in watched and old_run.done():
+                        watched.remove(old_run)
+                        if not link.greeted.is_set():
+                            s._set_state(State.RECONNECTING)
             finally:
                 greeted.cancel()
             if link.greeted.is_set():
+                s._link = link
                 if old.end_reason is None:
                     old.end_reason = f"handed over to connection #{link.number}"
                 s._spawn(self._retire(old, old_run), f"retire-{old.number}")
                 return link, run
-            # No hello (refused, or too slow): this one goes, the old one reads on.
+            # No hello (refused, or too slow): this one goes; the old one reads on, if it still does.
             await link.close()
             await asyncio.wait([run])
             fatal = getattr(link, "fatal", None)
@@ -235,8 +259,9 @@ class Reconnector:
                 s._end(fatal)
                 return None
             delay = backoff.failed()
+            stays = "is gone" if old_run.done() else "stays"
             s._emit_error("handover_failed", f"connection #{link.number} said no hello ({link.end_reason}); "
-                             f"connection #{old.number} stays, next try in {delay:.1f} s")
+                          f"connection #{old.number} {stays}, next try in {delay:.1f} s")
 
     async def _retire(self, old: Link, old_run: asyncio.Task) -> None:
         """Let a handed-over socket end: the server closes it once it has written what it routed there.
@@ -250,10 +275,13 @@ class Reconnector:
             await old.close()
             await asyncio.wait([old_run])
 
-    async def _run_link(self, link: Link, answer: dict) -> str:
+    async def _run_link(self, link: Link, answer: dict, current: bool = True) -> str:
+        """Read one link to its end. ``current``: it is the client's link from the
+        start (a successor becomes it at its hello, see _successor)."""
         s = self.session
-        s._link = link
-        s._hello_at = None
+        if current:
+            s._link = link
+            s._hello_at = None
         sender = s._spawn(s.outbox.run(link), f"sender-{link.number}")
         try:
             s._emit_open(answer)

@@ -1,10 +1,10 @@
 """The session core: one client's lifecycle on the loop that owns it, whatever the transport.
 
-It owns the state, the reconnect policy (backoff that resets after a healthy
-session, Slack's ``Retry-After``, fatal codes that stop at once), the
-intake (every event recorded once in the :class:`~rtm_notebook.events.EventFrame`,
-then dispatched once, in order, to each matching handler's own queue, then
-to the taps), the waiters and the paced outbox. It knows no wire format:
+It owns the state, the intake (every event recorded once in the
+:class:`~rtm_notebook.events.EventFrame`, then dispatched once, in order, to
+each matching handler's own queue, then to the taps), the waiters and the
+paced outbox; the reconnect loop it runs (backoff, handover, fatal codes)
+is :mod:`rtm_notebook.reconnect`'s. It knows no wire format:
 a transport (:mod:`rtm_notebook.transport`) opens sockets and turns frames
 into events. :class:`~rtm_notebook.rtm.client.RTMSession` puts RTM under it.
 
@@ -414,15 +414,21 @@ class Session:
         # An error handler that fails on a handler error would loop forever.
         self._emit(err, dispatch="handler" not in event)
 
-    def _sent(self, message: dict, text: str) -> None:
+    def _sent(self, message: dict, text: str | None, connection: int | None = None) -> None:
         me = self.self.get("id") if isinstance(self.self, dict) else None
         if me is not None and message.get("type") == "message":
             # The bot's own message carries its user, as Slack's copy of it will.
             message, text = {**message, "user": me}, None
         if self._record is not None:
-            self._record(message, text, "out", self.connection_number, _time())
+            self._record(message, text, "out", self.connection_number if connection is None else connection, _time())
         if self._taps:
             self._feed_taps(message)
+
+    def _malformed(self, number: int, event: dict, raw: Any) -> None:
+        """A frame of connection ``number`` that is no event: recorded with its text, then dispatched."""
+        if self._record is not None:
+            self._record(event, raw, "in", number, _time())
+        self._intake(event)
 
     async def backfill(self, channels: Any = None, *, oldest: Any = None, latest: Any = None, threads: bool = True,
                        progress: Callable | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""The seam between the session core and a transport (RTM today; Socket Mode next).
+"""The seam between the session core and a transport (RTM, Socket Mode).
 
 The core (:mod:`rtm_notebook.session`) owns everything a notebook sees:
 state, reconnecting, recording, handlers, waiters, the outbox. A transport
@@ -19,14 +19,15 @@ A transport gives the core:
   opened yet.
 * ``transport.control`` → the event types the core must show the link
   before anything else happens to them (RTM: ``goodbye``; Socket Mode:
-  ``disconnect``). ``hello`` is the core's own: it means "connected" on
-  both.
+  none, its link acts on its own ``disconnect`` frames). ``hello`` is the
+  core's own: it means "connected" on both.
 
 A link reads frames in order and for each received batch calls, on the
-loop, ``wiring.record(frames, events, received_at)`` (the EventFrame's
-``extend``; None when not recording) and then ``wiring.intake(event)`` for
+loop, ``wiring.record(frames, events, received_at, duplicates)`` (the
+EventFrame's ``extend``; ``duplicates``: indices of redelivered envelopes,
+or None; ``record`` is None when not recording) and then ``wiring.intake(event)`` for
 each event. A frame that is no event becomes an ``error`` event passed as
-``intake(event, raw)`` so the core records it with its text. A transport
+``malformed(event, raw)`` so the core records it with its text. A transport
 whose events must be acknowledged (Socket Mode) acknowledges each one
 after ``record`` and before ``intake``, so no handler can delay an ack.
 ``wiring.sent(message, text)`` is called for every frame written (Socket
@@ -84,6 +85,13 @@ class Wiring:
     record: Callable[..., None] | None
     #: event type -> how many handlers are registered for it (those that may answer an interaction)
     listeners: Callable[[str], int] = lambda event_type: 0
+    #: a frame that is no event, as an error event with its text: ``malformed(error, raw)`` records it
+    #: under this link's number and dispatches it (default: ``intake(error, raw)``)
+    malformed: Callable[[dict, Any], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.malformed is None:
+            object.__setattr__(self, "malformed", self.intake)
 
 
 class Link(Protocol):

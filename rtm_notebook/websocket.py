@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import struct
 import time
 from typing import Any
@@ -75,10 +74,6 @@ except ImportError:  # pragma: no cover (tests/test_connection.py fails first)
     _websocket_mask = None
 
 _PACK_LEN2, _PACK_LEN3 = struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
-_PACK_KEY = struct.Struct("!I").pack
-# A client's masking keys only need to be unknown to the page and proxies
-# in between (RFC 6455 10.3); aiohttp draws its own the same way.
-_keys = random.Random().getrandbits
 # Writes a socket's buffer may hold before the writer waits for it to drain.
 WRITE_BUFFER_HIGH = 1 << 20
 
@@ -109,7 +104,7 @@ def text_frames(payloads: list[bytes]) -> bytes:
             append(_PACK_LEN2(0x81, 0xFE, n))
         else:
             append(_PACK_LEN3(0x81, 0xFF, n))
-        key = _PACK_KEY(_keys(32))
+        key = os.urandom(4)  # RFC 6455 10.3: from a strong source of entropy, fresh per frame
         append(key)
         if n:
             append(_masked(key, payload))
@@ -320,7 +315,7 @@ class WebSocketLink:
                     await deliver(*batch, arrived)
                 self.frames += 1
                 error = self._malformed(data)
-                self._wiring.intake(error, error["raw"])
+                self._wiring.malformed(error, error["raw"])
         finally:
             if events:  # received: recorded and dispatched even when reading failed
                 batch, frames, events = (frames, events), [], []

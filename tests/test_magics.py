@@ -473,3 +473,24 @@ async def test_connect_picks_the_transport_by_the_tokens_found(shell, monkeypatc
     assert "MY_APP is not set or empty" in usage_error(shell, "%rtm_connect --app-token-env MY_APP")
     assert "--connect-method is RTM's" in usage_error(shell, "%rtm_connect --socket-mode --connect-method rtm.start")
     assert "--replay plays a recording" in usage_error(shell, "%rtm_connect --replay x.jsonl --socket-mode")
+    monkeypatch.setenv("MY_BOT", "xoxb-1")
+    assert "needs the app-level token" in usage_error(shell, "%rtm_connect --socket-mode --token-env MY_BOT")
+
+
+async def test_a_slash_cell_ending_in_say_answers_nothing_and_star_handlers_do_not_answer(capsys, shell):
+    from rtm_notebook.notebook.magics import session
+
+    await ok(shell, "%rtm_connect --socket-mode --rate 0 --name app2")
+    client = shell.user_ns["app2"]
+    await connected(client)
+    sim = session("app2").sim
+    await ok(shell, "%%rtm_on *\n'a star handler sees it all but answers nothing'")
+    await ok(shell, '%%rtm_on /ping\nawait say("pong")')
+    envelope_id = sim.slash_command("/ping", "")
+    ack = await asyncio.to_thread(sim.wait_for_ack, envelope_id, 10.0)
+    assert ack["payload"] is None and not ack["late"]
+    async with asyncio.timeout(15):
+        while not any(p["text"] == "pong" for p in sim.posted):
+            await asyncio.sleep(0.02)
+    assert not client.counts["error"]  # no bad_answer for say()'s reply
+    await stop_all(shell)

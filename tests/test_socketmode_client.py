@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from rtm_notebook import SlackApiError, SocketModeClient
+from rtm_notebook import SlackApiError, SlackClientError, SocketModeClient
 from rtm_notebook.socketmode import connection
 from rtm_notebook.socketmode.protocol import ANSWER_DEADLINE, SocketModeConnectError, SocketModeDisabled
 
@@ -273,3 +273,49 @@ async def test_the_app_token_is_in_no_repr_and_no_row(sim):
     shown = repr(client) + client.events.to_csv()
     assert sim.app_token not in shown and sim.token not in shown
     assert "app_token=xapp-" in repr(client)
+
+
+async def test_a_star_handler_neither_answers_nor_hurries_the_ack(sim):
+    client = client_for(sim)
+    seen: list[str] = []
+
+    @client.on("*")
+    async def everything(c, event):
+        seen.append(event["type"])
+        return "not an answer"
+
+    @client.on("/deploy")
+    async def deploy(c, event):
+        await asyncio.sleep(0.3)  # slower than the star handler
+        return "deploying"
+
+    await client.connect()
+    ack = await ack_of(sim, sim.slash_command("/deploy", ""))
+    assert ack["payload"] == {"text": "deploying"} and "slash_command" in seen
+    assert not sim.responses
+    await client.async_stop()
+
+
+async def test_a_bot_token_that_cannot_be_sent_is_said_once_and_events_still_arrive(sim):
+    client = SocketModeClient(app_token=sim.app_token, token="xoxb-1 2", base_url=sim.base_url)
+    got: list[dict] = []
+
+    @client.on("message")
+    async def collect(c, event):
+        got.append(event)
+
+    await client.connect()
+    sim.post_message(human(sim), "general", "still here")
+    await until(lambda: got, "the message")
+    assert client.connection_number == 1 and client.state == "connected"
+    assert client.counts["error"] == 1 and "xoxb-1 2" not in client.events.to_csv()
+    await client.async_stop()
+
+
+async def test_an_app_token_that_cannot_be_sent_stops_at_once(sim):
+    client = SocketModeClient(app_token="xapp-1 2", token=sim.token, base_url=sim.base_url)
+    with pytest.raises(SlackClientError) as caught:
+        async with asyncio.timeout(10):
+            await client.connect()
+    assert "app-level token" in str(caught.value) and "xapp-1 2" not in str(caught.value)
+    assert client.state == "stopped" and not sim.connections_open_calls

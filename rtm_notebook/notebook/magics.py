@@ -1,7 +1,8 @@
 """The ``%rtm_*`` magics: ``%load_ext rtm_notebook``.
 
-``%rtm_connect`` connects (to Slack when ``SLACK_BOT_TOKEN``/``SLACK_API_TOKEN``
-is set, else to the simulated workspace) and shows the live log;
+``%rtm_connect`` connects (to Slack over Socket Mode when ``SLACK_APP_TOKEN``
+is set, over RTM when only ``SLACK_BOT_TOKEN``/``SLACK_API_TOKEN`` is, else
+to the simulated workspace) and shows the live log;
 ``%%rtm_on EVENT`` turns a cell into a handler; ``%rtm_off``,
 ``%rtm_handlers``, ``%rtm_status``, ``%rtm_log`` and ``%rtm_stop`` manage
 them. Type ``%rtm_on?`` (or any other) for its options.
@@ -222,7 +223,7 @@ def _contains_await(tree: ast.AST) -> bool:
 
 
 _TEMPLATE = """
-def __rtm_factory(__rtm_web, __rtm_say):
+def __rtm_factory(__rtm_web, __rtm_say, __rtm_answer):
     {kw}def handler(client, event):
         web_client = __rtm_web(client)
         say = __rtm_say(client, event)
@@ -246,8 +247,13 @@ def compile_handler(body: str, *, filename: str, namespace: dict, web: Callable,
     """
     tree = ast.parse(body, filename, "exec")
     if answers and tree.body and isinstance(tree.body[-1], ast.Expr):
+        # Only a str or a dict answers: a cell ending in say(...) or print(...) answers nothing.
         last = tree.body[-1]
-        tree.body[-1] = ast.copy_location(ast.Return(value=last.value), last)
+        value = last.value
+        if isinstance(value, ast.Await):
+            value = ast.Await(value=value.value)
+        call = ast.Call(func=ast.Name(id="__rtm_answer", ctx=ast.Load()), args=[value], keywords=[])
+        tree.body[-1] = ast.fix_missing_locations(ast.copy_location(ast.Return(value=call), last))
     if any(isinstance(node, (ast.Yield, ast.YieldFrom)) for node in _own_level(tree)):
         # The body would become a generator that nobody iterates: it would never run.
         raise UsageError("A handler cell cannot use yield: its body runs once per event. Collect results in a list instead")
@@ -262,7 +268,12 @@ def compile_handler(body: str, *, filename: str, namespace: dict, web: Callable,
     code = compile(module, filename, "exec", dont_inherit=True)
     scope: dict[str, Any] = {}
     exec(code, namespace, scope)
-    return scope["__rtm_factory"](web, say)
+    return scope["__rtm_factory"](web, say, _cell_answer)
+
+
+def _cell_answer(value: Any) -> Any:
+    """A handler cell's last value as its answer: a str or a dict; anything else is no answer."""
+    return value if isinstance(value, (str, dict)) else None
 
 
 def _web_client(client: Any) -> Any:
@@ -432,7 +443,7 @@ class RTMMagics(Magics):
     @argument("--token-env", metavar="VAR", help="read the bot token from environment variable VAR (default: SLACK_BOT_TOKEN, then SLACK_API_TOKEN)")
     @argument("--app-token-env", metavar="VAR", help="read the app-level token (xapp-..., Socket Mode) from VAR (default: SLACK_APP_TOKEN)")
     @argument("--socket-mode", action="store_true", help="use Socket Mode (without an app token: on the simulated workspace)")
-    @argument("--connect-method", default=None, choices=["rtm.connect", "rtm.start"], help="rtm.connect (default) or rtm.start, which also returns a snapshot of users and channels")
+    @argument("--connect-method", default=None, choices=["rtm.connect", "rtm.start"], help="rtm.connect (default) or rtm.start, which also returns a snapshot of users and channels; either means RTM even when SLACK_APP_TOKEN is set")
     @argument("--base-url", metavar="URL", default=None, help="Web API base URL (default Slack's; the simulated workspace's with --demo)")
     @argument("--rate", type=float, default=None, help="events per second of simulated traffic (default 5; ignored when connecting to Slack)")
     @argument("--replay", metavar="PATH", help="play a recording (JSON-lines, Parquet dataset, Slack export) instead of connecting: what handlers send goes nowhere")
@@ -477,9 +488,15 @@ class RTMMagics(Magics):
             option = "--token-env" if args.token_env else "--app-token-env" if args.app_token_env else "--base-url"
             raise UsageError(f"--demo connects to the simulated workspace, {option} to a real one: drop one of them")
         token, app_token = (None, None) if args.demo or args.replay is not None else _tokens(args)
+        if args.connect_method and not args.socket_mode and not args.app_token_env:
+            app_token = None  # --connect-method asks for RTM, even with SLACK_APP_TOKEN set
         socket_mode = app_token is not None or args.socket_mode
         if socket_mode and args.connect_method:
             raise UsageError("--connect-method is RTM's; Socket Mode opens with apps.connections.open: drop it")
+        if app_token is None and args.socket_mode and (args.token_env or args.base_url):
+            raise UsageError("Socket Mode on Slack needs the app-level token (xapp-...): set SLACK_APP_TOKEN or "
+                             "pass --app-token-env VAR; without --token-env/--base-url, --socket-mode uses the "
+                             "simulated workspace")
         if app_token is None and token is not None and args.socket_mode:
             token = None  # --socket-mode without an app token: the simulated workspace's Socket Mode
         if token is None and app_token is None and args.base_url:

@@ -20,7 +20,9 @@ answers it by returning a str (the answer's text) or a dict (the answer
 itself, e.g. ``{"text": …, "response_type": "in_channel"}`` or a view
 submission's ``{"response_action": "errors", …}``): within about 2.5 s it
 is the ack's payload where the envelope takes one; later, or for a block
-action, it is posted to the payload's ``response_url``.
+action, it is posted to the payload's ``response_url``. Only handlers
+registered for the type answer (a ``"*"`` handler sees the event, and its
+return value is ignored); the first answer wins.
 """
 
 from __future__ import annotations
@@ -86,22 +88,27 @@ class SocketModeClient(Session):
                                    debug_reconnects=self.debug_reconnects, options=self._http_options())
 
     def _hello(self) -> None:
-        if self._token and not self._asked_who:
+        if self._token and (not self._asked_who or not self.directory.fetched):
             # apps.connections.open says nothing of the team or the bot: the bot token does.
-            self._asked_who = True
-            self._spawn(self._who_am_i(), "auth")
-        if self._token and not self.directory.fetched:
-            self._spawn(self.directory.fetch(self._web(is_async=True)), "names")
+            self._spawn(self._learn(), "auth")
 
-    async def _who_am_i(self) -> None:
+    async def _learn(self) -> None:
+        """Who the bot is (auth.test) and the names (for messages()), with the bot token.
+
+        A failure is said once as an error event; events keep arriving without them.
+        """
         try:
-            me = await self._web(is_async=True).api_call("auth.test")
-        except Exception as exc:  # names and say() still work without it; say why once
-            self._asked_who = False
-            self._emit_error("auth_test_failed", f"auth.test with the bot token failed: {exc}", exc)
-            return
-        self.self = {"id": me.get("user_id"), "name": me.get("user")}
-        self.team = {"id": me.get("team_id"), "name": me.get("team")}
+            web = self._web(is_async=True)
+            if not self._asked_who:
+                self._asked_who = True
+                me = await web.api_call("auth.test")
+                self.self = {"id": me.get("user_id"), "name": me.get("user")}
+                self.team = {"id": me.get("team_id"), "name": me.get("team")}
+            if not self.directory.fetched:
+                await self.directory.fetch(web)
+        except Exception as exc:
+            self._emit_error("bot_token_failed", f"the bot token could not be used ({exc}); events still arrive, "
+                             "but say(), send_message and names need a working token=", exc)
 
     @property
     def duplicates(self) -> int:

@@ -9,7 +9,7 @@ the batch of frames is, in this order:
    batch, so no handler (slow, stuck, failing) can make an ack late. The
    exception is an envelope that accepts an answer (a slash command, a
    view submission) and has handlers for its type: its ack waits for their
-   answer up to :data:`~.protocol.ANSWER_DEADLINE`, then goes out empty;
+   answer up to :data:`~.protocol.ANSWER_DEADLINE`, then goes out empty (``"*"`` handlers do not answer);
 3. handed to the core (``wiring.intake``): the *inner* event (an Events API
    event has the shape of the RTM event of the same type), a duplicate not
    again.
@@ -115,6 +115,7 @@ class SocketModeLink(WebSocketLink):
         self.envelopes = self.acks = self.duplicates = 0
         self._respond = respond
         self._tasks: set[asyncio.Task] = set()
+        self._held: set[_Held] = set()  # waiting for their handlers' answers
         self._broken = False
 
     def _accept(self, event: Any) -> bool:
@@ -140,9 +141,11 @@ class SocketModeLink(WebSocketLink):
         acks: list[bytes] = []
         duplicates: list[int] | None = None
         controls: list[dict] | None = None
+        frames_only = 0
         for i, envelope in enumerate(envelopes):
             envelope_id = envelope.get("envelope_id")
             if envelope_id.__class__ is not str:
+                frames_only += 1
                 events.append(envelope)  # hello, disconnect: the frame is the event
                 if envelope.get("type") in _CONTROL:
                     controls = [envelope] if controls is None else [*controls, envelope]
@@ -172,6 +175,7 @@ class SocketModeLink(WebSocketLink):
             expected = wiring.listeners(event.get("type"))
             if expected:  # handlers that may answer it: they settle its ack
                 held = _Held(envelope, event.get("type"), expected)
+                self._held.add(held)
                 event = Interaction(event, functools.partial(self._settle, held))
                 if held.accepts:
                     held.timer = asyncio.get_running_loop().call_later(ANSWER_DEADLINE, self._deadline, held)
@@ -180,7 +184,7 @@ class SocketModeLink(WebSocketLink):
             events.append(event)
             acks.append(ack_frame(envelope_id))
         seen.prune(now)
-        self.envelopes += len(acks) + (len(events) - len(acks) if controls is None else 0)
+        self.envelopes += len(envelopes) - frames_only
         if wiring.record is not None:
             wiring.record(frames, envelopes, arrived, duplicates)
         if acks and not self._broken:
@@ -238,8 +242,10 @@ class SocketModeLink(WebSocketLink):
             else:
                 self._report("no_response_url", f"a {held.type} answered after the ack has no response_url to "
                              "take the answer; post it with client.web_client instead")
-        if held.expected <= 0 and not held.acked:
-            self._ack(held, None)
+        if held.expected <= 0:
+            self._held.discard(held)
+            if not held.acked:
+                self._ack(held, None)
 
     def _deadline(self, held: _Held) -> None:
         if not held.acked:
@@ -249,23 +255,27 @@ class SocketModeLink(WebSocketLink):
         held.acked = True
         if held.timer is not None:
             held.timer.cancel()
-        text = ack_frame(held.envelope_id, answer)
-        self._spawn(self._write(text))
-        if answer is not None:
-            # Recorded as what it is (the wire text has no type), the answer included.
-            self._wiring.sent(_said("ack", held, answer), None)
+        self._spawn(self._write(held, answer))
 
-    async def _write(self, text: bytes) -> None:
+    async def _write(self, held: _Held, answer: dict | None) -> None:
+        text = ack_frame(held.envelope_id, answer)
         try:
             await write_frames(self.ws, [text])
         except ConnectionError:
             self._broken = True
-        else:
-            self.acks += 1
+            if answer is not None and held.response_url is not None:
+                await self._post(held, answer)  # the ack is lost; the answer need not be
+            return
+        self.acks += 1
+        if answer is not None:
+            # Recorded as what it is (the wire text has no type), the answer included.
+            self._wiring.sent(_said("ack", held, answer), None)
 
     async def _post(self, held: _Held, answer: dict) -> None:
         try:
-            await self._respond(held.response_url, answer)
+            if not await self._respond(held.response_url, answer):
+                log.warning("the client has stopped: the answer to a %s was not posted", held.type)
+                return
         except Exception as exc:
             self._report("response_failed", f"posting the answer to the {held.type}'s response_url failed: {exc}")
             return
@@ -275,7 +285,7 @@ class SocketModeLink(WebSocketLink):
     def _report(self, code: str, msg: str) -> None:
         log.warning("%s", msg)
         error = {"type": "error", "error": {"code": code, "msg": msg}}
-        self._wiring.intake(error, orjson.dumps(error).decode())
+        self._wiring.malformed(error, orjson.dumps(error).decode())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"rtm-socketmode-{self.number}")
@@ -293,5 +303,11 @@ class SocketModeLink(WebSocketLink):
 
     async def close(self) -> None:
         await super().close()
+        for held in self._held:
+            if held.timer is not None:
+                held.timer.cancel()  # an ack now could not be written; a later answer goes to the response_url
+        self._held.clear()
         if self._tasks:  # acks and answers in flight finish (their socket is gone: they fail fast)
-            await asyncio.wait(list(self._tasks), timeout=5.0)
+            _, late = await asyncio.wait(list(self._tasks), timeout=5.0)
+            for task in late:
+                task.cancel()

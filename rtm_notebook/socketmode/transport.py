@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from rtm_notebook.errors import SlackApiError
+from rtm_notebook.errors import SlackApiError, SlackClientError
 from rtm_notebook.socketmode.connection import SocketModeLink
 from rtm_notebook.socketmode.protocol import FATAL_OPEN_ERRORS, Seen, SocketModeConnectError
 from rtm_notebook.transport import Wiring, ask_for_socket
@@ -38,9 +38,14 @@ class SocketModeTransport:
         self._ping_interval = ping_interval
         self._debug_reconnects = debug_reconnects
         self._options = options
-        # No retries inside the call: the session's backoff decides when to ask again.
-        self._web = AsyncWebClient(app_token, max_retries=0, **options)
+        try:
+            # No retries inside the call: the session's backoff decides when to ask again.
+            self._web = AsyncWebClient(app_token, max_retries=0, **options)
+        except SlackClientError:  # never echoed: say which token, and what it looks like
+            raise SlackClientError("The app-level token is not a token: copy it again from Basic Information > "
+                                   "App-Level Tokens (it looks like xapp-1-…).") from None
         self._http: httpx.AsyncClient | None = None
+        self.closed = False
 
     async def connect(self) -> dict:
         """Call ``apps.connections.open``; return its answer (``url``).
@@ -61,8 +66,13 @@ class SocketModeTransport:
                               ping_interval=self._ping_interval, open_timeout=self._options.get("timeout", 30.0),
                               ssl=self._options.get("ssl"), proxy=self._options.get("proxy"))
 
-    async def respond(self, url: str, body: dict) -> None:
-        """POST an answer to a ``response_url`` (no token: the URL is the credential)."""
+    async def respond(self, url: str, body: dict) -> bool:
+        """POST an answer to a ``response_url`` (no token: the URL is the credential).
+
+        False, posting nothing, once the session has ended (the client was stopped).
+        """
+        if self.closed:
+            return False
         if self._http is None:
             ssl = self._options.get("ssl")
             self._http = httpx.AsyncClient(timeout=self._options.get("timeout", 30.0),
@@ -70,8 +80,10 @@ class SocketModeTransport:
         answer = await self._http.post(url, json=body)
         if answer.status_code != 200:
             raise SlackApiError(f"the response_url answered HTTP {answer.status_code}: {answer.text[:200]}", None)
+        return True
 
     async def aclose(self) -> None:
+        self.closed = True
         await self._web.aclose()
         if self._http is not None:
             await self._http.aclose()

@@ -328,8 +328,8 @@ EXPECTED_CODE = {"not_json": "not_json", "array": "not_object", "binary": "not_j
 async def test_bad_frame_on_a_socket_mode_socket_is_an_error_event_and_the_client_goes_on(sim, kind):
     client = sm_client(sim)
     dispatched = Dispatched(client)
-    errors: list[dict] = []
-    client.add_tap(lambda e: errors.append(e) if e.get("type") == "error" else None)
+    tapped: list[dict] = []
+    client.add_tap(lambda e: tapped.append(e) if e.get("type") == "error" else None)
     await asyncio.wait_for(client.connect(), GUARD)
     sim.burst(200)
     sim.send_malformed(kind)
@@ -340,7 +340,7 @@ async def test_bad_frame_on_a_socket_mode_socket_is_an_error_event_and_the_clien
 
     assert_delivered(sim, client, dispatched)
     assert client.connection_number == 1
-    bad = [e for e in errors if "raw" in e]
+    bad = [e for e in tapped if "raw" in e]
     assert len(bad) == 1, bad
     assert bad[0]["error"]["code"] == EXPECTED_CODE[kind] and bad[0]["error"]["msg"]
     rows = [e["malformed"] for e in errors(client) if "malformed" in e]
