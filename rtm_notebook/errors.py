@@ -54,22 +54,34 @@ FATAL_CONNECT_ERRORS: dict[str, str] = {
 }
 
 
-class RTMConnectError(SlackApiError):
-    """``rtm.connect``/``rtm.start`` failed with an error that retrying cannot fix.
+class ConnectRefusedError(SlackApiError):
+    """The call that issues a socket URL failed with an error that retrying cannot fix.
 
     A :class:`SlackApiError` (so ``except SlackApiError`` around ``start()``
     catches it, as in slackclient 2.x): ``response`` is Slack's answer,
-    ``error`` its error code, ``hint`` what to do.
+    ``error`` its error code, ``hint`` what to do (from the subclass's
+    ``hints``, unless given).
     """
 
+    #: which connection Slack refused, as the message names it
+    what = "socket"
+    hints: dict[str, str] = {}
+
     def __init__(self, error: str, hint: str | None = None, response: Any = None) -> None:
-        self.hint = hint if hint is not None else FATAL_CONNECT_ERRORS.get(error, "")
+        self.hint = hint if hint is not None else self.hints.get(error, "")
         self._code = error
-        super().__init__(f"Slack refused the RTM connection: {error}. {self.hint}".strip(), response)
+        super().__init__(f"Slack refused the {self.what} connection: {error}. {self.hint}".strip(), response)
 
     @property
     def error(self) -> str:
         return self._code
+
+
+class RTMConnectError(ConnectRefusedError):
+    """``rtm.connect``/``rtm.start`` failed with an error that retrying cannot fix."""
+
+    what = "RTM"
+    hints = FATAL_CONNECT_ERRORS
 
 
 class SlackClientNotConnectedError(SlackClientError):

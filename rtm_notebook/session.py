@@ -318,10 +318,7 @@ class Session:
 
     def _record_batch(self, number: int, frames: list[bytes], events: list[dict], received_at: float,
                       duplicates: Any = None) -> None:
-        if duplicates:
-            self.event_frame.extend(frames, received_at, connection=number, events=events, duplicates=duplicates)
-        else:
-            self.event_frame.extend(frames, received_at, connection=number, events=events)
+        self.event_frame.extend(frames, received_at, connection=number, events=events, duplicates=duplicates)
 
     def _listeners(self, event_type: str) -> int:
         """Handlers registered for ``event_type`` itself (not ``"*"``): those that may answer it."""
@@ -455,12 +452,16 @@ class Session:
 
     # -- sending ----------------------------------------------------------------------------
 
+    def _require_started(self) -> None:
+        """Sending needs a started client: say so where the send was written."""
+        if self._state in _IDLE or self.loop is None:
+            raise SlackClientNotConnectedError(
+                f"the client is {self._state}: call client.start() (or await client.connect()) before sending")
+
     def _submit(self, message: dict, *, paced: bool, want_reply: bool, check: Callable[[dict], Any]) -> Any:
         """Queue ``message`` for the socket (see :meth:`Outbox.submit`). Not being
         connected is said first; then ``check`` (the transport's size and
         shape rules) fails a bad message where it was written."""
-        if self._state in _IDLE or self.loop is None:
-            raise SlackClientNotConnectedError(
-                f"the client is {self._state}: call client.start() (or await client.connect()) before sending")
+        self._require_started()
         check(message)
         return self.outbox.submit(self.loop, message, paced, want_reply)

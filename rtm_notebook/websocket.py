@@ -68,25 +68,14 @@ def _transport(ws: aiohttp.ClientWebSocketResponse) -> asyncio.Transport | None:
     return getattr(getattr(ws, "_writer", None), "transport", None)
 
 
-try:  # aiohttp's own compiled masking (private); without it, the same XOR done on big integers
+try:  # aiohttp's own compiled masking (private; tests/test_connection.py checks it is there)
     from aiohttp._websocket.helpers import websocket_mask as _websocket_mask
-except ImportError:  # pragma: no cover (tests/test_connection.py fails first)
+except ImportError:  # pragma: no cover: write_frames then lets aiohttp write each frame itself
     _websocket_mask = None
 
 _PACK_LEN2, _PACK_LEN3 = struct.Struct("!BBH").pack, struct.Struct("!BBQ").pack
 # Writes a socket's buffer may hold before the writer waits for it to drain.
 WRITE_BUFFER_HIGH = 1 << 20
-
-
-def _masked(key: bytes, payload: bytes) -> bytes | bytearray:
-    if _websocket_mask is not None:
-        data = bytearray(payload)
-        _websocket_mask(key, data)
-        return data
-    n = len(payload)
-    reps = (n + 3) >> 2
-    mask = int.from_bytes(key * reps, "big") >> (8 * ((reps << 2) - n))
-    return (int.from_bytes(payload, "big") ^ mask).to_bytes(n, "big")
 
 
 def text_frames(payloads: list[bytes]) -> bytes:
@@ -106,8 +95,9 @@ def text_frames(payloads: list[bytes]) -> bytes:
             append(_PACK_LEN3(0x81, 0xFF, n))
         key = os.urandom(4)  # RFC 6455 10.3: from a strong source of entropy, fresh per frame
         append(key)
-        if n:
-            append(_masked(key, payload))
+        data = bytearray(payload)
+        _websocket_mask(key, data)
+        append(data)
     return b"".join(parts)
 
 
@@ -134,7 +124,7 @@ async def write_frames(ws: aiohttp.ClientWebSocketResponse, payloads: list[bytes
     socket is closing (nothing was written).
     """
     transport = _transport(ws)
-    if transport is None:  # an aiohttp without the attribute: its own writes, one by one
+    if transport is None or _websocket_mask is None:  # an aiohttp without them: its own writes, one by one
         for payload in payloads:
             await ws.send_frame(payload, aiohttp.WSMsgType.TEXT)
         return

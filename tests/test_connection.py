@@ -10,6 +10,7 @@ import collections
 import aiohttp
 from aiohttp import web
 
+from rtm_notebook import websocket
 from rtm_notebook.events import EventFrame
 from rtm_notebook.rtm.connection import Connection
 from rtm_notebook.transport import Wiring
@@ -109,6 +110,27 @@ async def test_drop_ends_the_tcp_connection_without_a_close_handshake():
             assert not [m for m in seen if m.type == aiohttp.WSMsgType.CLOSE], "a close frame was sent"
     finally:
         await runner.cleanup()
+
+
+async def test_write_frames_writes_masked_text_frames_a_server_reads_back():
+    """Socket Mode's acks are written as frames the client builds itself, one write per batch:
+    aiohttp's server must read each back as the text it was, in order, whatever its size."""
+    runner, url, closed, seen = await _server([], then_wait=True)
+    same = [b'{"envelope_id":"%036d"}' % i for i in range(40)]  # one size: the array path
+    mixed = [b"", b"x" * 125, b"y" * 126, "\u00e9t\u00e9".encode(), b"z" * 70_000]  # every header length
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(url)
+            assert websocket._transport(ws) is not None and websocket._websocket_mask is not None, \
+                "aiohttp no longer exposes its writer's transport or its masking: acks are written one by one"
+            await websocket.write_frames(ws, same)
+            await websocket.write_frames(ws, mixed)
+            await ws.close()
+            await asyncio.wait_for(closed.wait(), GUARD)
+    finally:
+        await runner.cleanup()
+    texts = [m.data for m in seen if m.type == aiohttp.WSMsgType.TEXT]
+    assert texts == [p.decode() for p in same + mixed]
 
 
 async def test_every_task_the_client_makes_is_named_rtm(sim):

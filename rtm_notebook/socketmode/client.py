@@ -30,9 +30,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rtm_notebook.errors import SlackClientError, SlackClientNotConnectedError
+from rtm_notebook.errors import SlackClientError
 from rtm_notebook.loops import on_loop_thread, submit
-from rtm_notebook.session import _IDLE, Session
+from rtm_notebook.session import Session
 from rtm_notebook.socketmode.protocol import Seen
 from rtm_notebook.socketmode.transport import SocketModeTransport
 from rtm_notebook.web import mask_token
@@ -127,9 +127,7 @@ class SocketModeClient(Session):
         ``concurrent.futures.Future``. Socket Mode's socket carries only
         acks, so this is the Web API, and needs ``token=``.
         """
-        if self._state in _IDLE or self.loop is None:
-            raise SlackClientNotConnectedError(
-                f"the client is {self._state}: call client.start() (or await client.connect()) before sending")
+        self._require_started()
         if not self._token:
             raise SlackClientError("send_message needs the bot token: SocketModeClient(app_token=..., token='xoxb-...')"
                                    " or set SLACK_BOT_TOKEN")

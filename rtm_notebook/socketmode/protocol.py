@@ -18,12 +18,11 @@ frames in and writes out what this module returns.
 from __future__ import annotations
 
 import itertools
-import time
 from typing import Any
 
 import orjson
 
-from rtm_notebook.errors import SlackApiError
+from rtm_notebook.errors import ConnectRefusedError, SlackApiError
 
 __all__ = ["ANSWER_DEADLINE", "HANDOVER_REASONS", "FATAL_OPEN_ERRORS", "Seen", "SocketModeConnectError",
            "SocketModeDisabled", "ack_frame", "answer_payload"]
@@ -52,17 +51,11 @@ FATAL_OPEN_ERRORS: dict[str, str] = {
 }
 
 
-class SocketModeConnectError(SlackApiError):
+class SocketModeConnectError(ConnectRefusedError):
     """``apps.connections.open`` failed with an error that retrying cannot fix (``error``, ``hint``)."""
 
-    def __init__(self, error: str, response: Any = None) -> None:
-        self.hint = FATAL_OPEN_ERRORS.get(error, "")
-        self._code = error
-        super().__init__(f"Slack refused the Socket Mode connection: {error}. {self.hint}".strip(), response)
-
-    @property
-    def error(self) -> str:
-        return self._code
+    what = "Socket Mode"
+    hints = FATAL_OPEN_ERRORS
 
 
 class SocketModeDisabled(SlackApiError):
@@ -103,7 +96,8 @@ class Seen:
     is kept for ``keep_for`` seconds and at most ``limit`` ids are kept (the
     oldest go first), so memory stays bounded under a firehose. ``ids``
     (id -> when first seen, oldest first) is written by the socket's read
-    loop directly, then :meth:`prune` runs once per batch.
+    loop directly (a call per event cost more than the rest of the check),
+    then :meth:`prune` runs once per batch.
     """
 
     def __init__(self, keep_for: float = 900.0, limit: int = 1_000_000) -> None:
@@ -116,15 +110,6 @@ class Seen:
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self.ids
-
-    def add(self, event_id: str, now: float | None = None) -> bool:
-        """Remember ``event_id``; return False when it was seen already."""
-        if event_id in self.ids:
-            return False
-        now = time.monotonic() if now is None else now
-        self.ids[event_id] = now
-        self.prune(now)
-        return True
 
     def prune(self, now: float) -> None:
         """Forget the ids past ``keep_for`` and beyond ``limit`` (dicts keep insertion order: oldest first)."""
